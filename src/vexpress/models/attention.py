@@ -1,0 +1,87 @@
+"""Attention and feed-forward layers with the official (diffusers-style) parameter names.
+
+The layers keep the state-dict names of diffusers' ``Attention`` (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) and
+``FeedForward`` (``net.0.proj``, ``net.2``) so official V-Express, Moore-AnimateAnyone and AnimateDiff checkpoints
+load with strict key checking. The computation goes through :func:`torch.nn.functional.scaled_dot_product_attention`
+(flash / memory-efficient kernels on CUDA, a fused kernel on CPU); numerically it equals the official
+``AttnProcessor`` up to float32 reordering noise (~1e-6 relative).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, L, heads*d) -> (N, heads, L, d)."""
+    n, length, _ = x.shape
+    return x.view(n, length, heads, -1).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(N, heads, L, d) -> (N, L, heads*d)."""
+    n, heads, length, d = x.shape
+    return x.transpose(1, 2).reshape(n, length, heads * d)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with bias-free q/k/v and a biased output projection (diffusers layout).
+
+    Args:
+        query_dim: channels of the queries (and of the output).
+        heads: number of heads.
+        dim_head: channels per head.
+        cross_attention_dim: channels of the key/value context (``None``: self-attention, context = queries).
+    """
+
+    def __init__(self, query_dim: int, heads: int, dim_head: int, cross_attention_dim: int | None = None):
+        super().__init__()
+        inner = heads * dim_head
+        kv_dim = cross_attention_dim if cross_attention_dim is not None else query_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(kv_dim, inner, bias=False)
+        self.to_v = nn.Linear(kv_dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim), nn.Dropout(0.0)])
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``context`` (N, L, kv_dim), split into heads: two (N, heads, L, d) tensors."""
+        return split_heads(self.to_k(context), self.heads), split_heads(self.to_v(context), self.heads)
+
+    def attend(self, hidden_states: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of queries from ``hidden_states`` (N, Lq, C) over pre-projected ``k``/``v`` (N, heads, Lk, d)."""
+        q = split_heads(self.to_q(hidden_states), self.heads)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out[0](merge_heads(out))
+
+    def forward(self, hidden_states: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        k, v = self.project_kv(hidden_states if context is None else context)
+        return self.attend(hidden_states, k, v)
+
+
+class GEGLU(nn.Module):
+    """Gated GELU projection: ``a * gelu(b)`` with ``[a, b] = proj(x)`` (diffusers ``GEGLU``)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, gate = self.proj(x).chunk(2, dim=-1)
+        return hidden * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """SD's transformer FFN: GEGLU to ``mult*dim``, then a linear back to ``dim`` (keys ``net.0.proj``, ``net.2``)."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.ModuleList([GEGLU(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x

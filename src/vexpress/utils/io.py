@@ -1,0 +1,142 @@
+"""Atomic writes and safe checkpoint loading.
+
+Rules of the project implemented here:
+- outputs are written to a temporary file in the destination folder and moved into place with ``os.replace``,
+  so a crash or Ctrl-C never leaves a half-written file under the final name;
+- checkpoints are read with safetensors or ``torch.load(weights_only=True)``: arbitrary pickled objects from user
+  files are never executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from vexpress.errors import InputError, WeightsError
+
+
+def _tmp_path(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-part", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, on error removed.
+
+    The temporary name keeps the destination's suffix last-but-one (``.name.XXXX.tmp-part``) so writers that pick a
+    format from the suffix should be given the format explicitly.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any):
+    """``open()`` that only shows the file under its final name once it is completely written."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Atomically write ``obj`` as JSON."""
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=indent, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+    """Atomically save a flat dict of tensors: safetensors for ``.safetensors``, else ``torch.save``."""
+    import torch
+
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
+        else:
+            torch.save(tensors, tmp)
+
+
+def load_tensors(path: str | os.PathLike, what: str = "checkpoint") -> dict:
+    """Load a flat tensor dict safely (safetensors, or ``torch.load(weights_only=True)`` for .bin/.pth/.ckpt/.pt).
+
+    A ``{"state_dict": {...}}`` wrapper (Lightning / AnimateDiff style) is unwrapped. Anything that is not a
+    mapping of tensors is refused with a :class:`WeightsError` naming the file.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} file not found: {path} (check the path in your config)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any parse error becomes a one-line user error
+        msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise WeightsError(
+            f"cannot read {what} {path}: {msg} (only safetensors or weights-only torch files are accepted)"
+        ) from err
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{what} {path} is not a flat mapping of tensors")
+    return dict(obj)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early (before any compute) when ``path`` cannot be created; returns the resolved path."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"{what} path {path} is a directory; give a file name")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create folder {parent} for the {what}: {err.strerror}") from err
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{what} folder {parent} is not writable; choose another output path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{what} {path} exists and is not writable; choose another output path")
+    return path.resolve()
