@@ -65,6 +65,8 @@ class VExpressConfig:
         audio_projection: ``AudioProjection`` arguments.
         num_padding_audio_frames: ``p``: each frame sees the audio of frames i-p..i+p (2 -> 10 feature rows).
         vae_scaling_factor: latent scale of the VAE (0.18215 for sd-vae-ft-mse).
+        latent_downscale: image pixels per latent pixel (8 for SD's VAE). The V-Kps guider must downscale by the
+            same factor; small CPU models may use a VAE with fewer stages (e.g. 4).
     """
 
     unet: dict[str, Any]
@@ -73,6 +75,7 @@ class VExpressConfig:
     audio_projection: dict[str, Any] = field(default_factory=dict)
     num_padding_audio_frames: int = 2
     vae_scaling_factor: float = 0.18215
+    latent_downscale: int = 8
 
     def __post_init__(self) -> None:
         self.unet = {k: v for k, v in dict(self.unet).items() if not k.startswith("_")}
@@ -95,8 +98,10 @@ class VExpressConfig:
         if self.v_kps_guider["conditioning_embedding_channels"] != ch[0]:
             raise ValueError("v_kps_guider.conditioning_embedding_channels must equal unet.block_out_channels[0]")
         guider_down = 2 ** (len(self.v_kps_guider["block_out_channels"]) - 1)
-        if guider_down != 8:
-            raise ValueError(f"the V-Kps guider must downscale by 8 (image -> latent), it downscales by {guider_down}")
+        if guider_down != self.latent_downscale:
+            raise ValueError(
+                f"the V-Kps guider downscales by {guider_down} but latents are 1/{self.latent_downscale} of the image"
+            )
         if int(self.audio_projection["output_dim"]) != xdim:
             raise ValueError("audio_projection.output_dim must equal unet.cross_attention_dim")
         need = 2 * (2 * self.num_padding_audio_frames + 1)
@@ -130,7 +135,7 @@ class VExpressConfig:
             raise ValueError("network config needs a 'unet' (or 'unet_config') section")
         kwargs = {"unet": dict(unet)}
         for key in ("unet_additional_kwargs", "v_kps_guider", "audio_projection", "num_padding_audio_frames",
-                    "vae_scaling_factor"):
+                    "vae_scaling_factor", "latent_downscale"):
             if key in d and d[key] is not None:
                 kwargs[key] = copy.deepcopy(d[key])
         return cls(**kwargs)
@@ -147,6 +152,7 @@ class VExpressConfig:
             "audio_projection": copy.deepcopy(self.audio_projection),
             "num_padding_audio_frames": self.num_padding_audio_frames,
             "vae_scaling_factor": self.vae_scaling_factor,
+            "latent_downscale": self.latent_downscale,
         }
 
     # ---------------------------------------------------------------------------------------------------------
@@ -172,9 +178,11 @@ class VExpressConfig:
         norm_num_groups: int = 16,
         cross_attention_dim: int = 64,
         motion_heads: int = 4,
+        latent_downscale: int = 8,
     ) -> "VExpressConfig":
         """A small model with the full architecture (all blocks, all four attentions, motion modules) for tests,
-        the embedded demo and CPU experiments. Latents are 1/8 of the image size as in SD."""
+        the embedded demo and CPU experiments. Latents are 1/``latent_downscale`` of the image size (SD: 8)."""
+        guider = {8: [8, 16, 32, 32], 4: [8, 16, 32], 2: [16, 32], 1: [32]}[latent_downscale]
         unet = copy.deepcopy(SD15_UNET_CONFIG)
         unet.update(block_out_channels=list(block_out_channels), layers_per_block=layers_per_block,
                     attention_head_dim=heads, norm_num_groups=norm_num_groups, cross_attention_dim=cross_attention_dim,
@@ -185,8 +193,9 @@ class VExpressConfig:
             unet=unet,
             unet_additional_kwargs=extra,
             v_kps_guider={"conditioning_embedding_channels": block_out_channels[0], "conditioning_channels": 3,
-                          "block_out_channels": [8, 16, 32, 32]},
+                          "block_out_channels": guider},
             audio_projection={"dim": 64, "depth": 1, "dim_head": 32, "heads": 2, "num_queries": 5,
                               "embedding_dim": audio_embedding_dim, "output_dim": cross_attention_dim, "ff_mult": 2,
                               "max_seq_len": 10},
+            latent_downscale=latent_downscale,
         )

@@ -37,7 +37,7 @@ class VKpsGuider(nn.Module):
         self.conv_out = nn.Conv2d(ch[-1], conditioning_embedding_channels, kernel_size=3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
-        self.downscale = 2 ** (len(ch) - 1)
+        self.downscale = 2 ** (len(ch) - 1)  # image pixels per output pixel
 
     def forward(self, kps_images: torch.Tensor) -> torch.Tensor:
         if kps_images.ndim != 5 or kps_images.shape[1] != self.conditioning_channels:
