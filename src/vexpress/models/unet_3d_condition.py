@@ -242,4 +242,9 @@ class UNet3DConditionModel(nn.Module):
             bank_rows = rows if nref == b else torch.zeros_like(rows)
             if rows.numel() == 0:
                 reference = None
+            else:
+                # Project every block's reference keys/values here, once, outside any checkpointed region
+                # (cached in the bank, so later calls with the same bank reuse them).
+                for key in self.bank_keys:
+                    reference.kv(key, self.get_submodule(key).attn1_5)
         return DenoiseContext(f, audio_tokens, reference, rows, bank_rows, float(w_ref), float(w_aud))
