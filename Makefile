@@ -16,7 +16,9 @@ help: ## list targets
 
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[dev]"
+	@echo "installing the pinned stack into $(VENV) (about 2-3 minutes on a fresh machine)"
+	@$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[dev]" 2>&1 \
+		| { grep -v "^WARNING: Location 'file://" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install vexpress (editable) with pinned dependencies
