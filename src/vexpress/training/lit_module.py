@@ -1,0 +1,228 @@
+"""``VExpressLitModule``: the thin Lightning wrapper around the V-Express network (house style §4.7 rule 2).
+
+Everything is injected, built by Hydra from ``conf/model/*.yaml``:
+
+- ``net``: a :class:`vexpress.models.VExpressNet` (what trains);
+- ``noise_scheduler``: a diffusers scheduler (the forward process; official: zero-SNR, trailing, v-prediction);
+- ``optimizer`` / ``lr_scheduler``: ``functools.partial`` factories;
+- ``vae``: the frozen ``diffusers.AutoencoderKL`` (only needed when batches carry images instead of cached latents);
+- ``audio_encoder``: the frozen audio encoder, kept for sample videos (training batches carry audio features).
+
+The module owns the loss wiring only. Which parameters train is decided by the stage (``CurriculumScheduler``),
+which conditions are dropped by ``ConditionDropout`` (it puts a :class:`DropMask` under ``batch["drop"]``); scalar
+knobs such as the lip-loss weight are plain attributes that the curriculum sets per step.
+
+Randomness: noise, timesteps and VAE samples come from a counter-based stream (:mod:`vexpress.training.rng`), so a
+resumed run draws the same numbers as an uninterrupted one; the counter is stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import lightning.pytorch as pl
+import torch
+
+from vexpress.errors import InputError, ShapeError
+from vexpress.training.losses import diffusion_loss
+from vexpress.training.noise import DiffusionTargets
+from vexpress.training.rng import generator_for
+
+_FROZEN_PREFIXES = ("vae.", "audio_encoder.")
+_CKPT_KEY = "vexpress"
+
+
+class VExpressLitModule(pl.LightningModule):
+    """Args:
+    net: the network.
+    noise_scheduler: diffusers scheduler defining the forward process and the prediction type.
+    optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a ``_partial_`` config).
+    lr_scheduler: optional ``lr_scheduler(optimizer) -> LRScheduler``, stepped every optimisation step.
+    vae: frozen image autoencoder for batches without cached latents.
+    audio_encoder: frozen audio encoder (used for sample videos only).
+    snr_gamma: min-SNR gamma (official 5; 0 disables the weighting).
+    noise_offset: offset-noise strength (official 0.05).
+    lip_loss_weight: initial lip-region loss weight (the curriculum may change it per step).
+    sample_reference_latent: encode the reference with a VAE posterior sample (official training) instead of its
+        mean (official inference).
+    seed: seed of the training random stream (noise, timesteps, VAE samples).
+    compile_denoiser: ``torch.compile`` the denoising UNet on CUDA (ignored on CPU).
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        noise_scheduler: Any,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable[..., Any] | None = None,
+        vae: torch.nn.Module | None = None,
+        audio_encoder: Any | None = None,
+        snr_gamma: float = 5.0,
+        noise_offset: float = 0.05,
+        lip_loss_weight: float = 1.0,
+        sample_reference_latent: bool = True,
+        seed: int = 0,
+        compile_denoiser: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(
+            ignore=["net", "noise_scheduler", "optimizer", "lr_scheduler", "vae", "audio_encoder"], logger=False
+        )
+        self.net = net
+        self.noise_scheduler = noise_scheduler
+        self.targets = DiffusionTargets(noise_scheduler)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.vae = vae
+        if vae is not None:
+            vae.requires_grad_(False).eval()
+        self.audio_encoder = audio_encoder
+        if isinstance(audio_encoder, torch.nn.Module):
+            audio_encoder.requires_grad_(False).eval()
+        self.snr_gamma = float(snr_gamma)
+        self.noise_offset = float(noise_offset)
+        self.lip_loss_weight = float(lip_loss_weight)
+        self.sample_reference_latent = bool(sample_reference_latent)
+        self.seed = int(seed)
+        self.compile_denoiser = bool(compile_denoiser)
+        self.train_draws = 0  # counter of the training random stream (saved in checkpoints)
+        self._check_scaling()
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+    @property
+    def latent_scale(self) -> float:
+        return float(self.net.config.vae_scaling_factor)
+
+    def _check_scaling(self) -> None:
+        if self.vae is None:
+            return
+        vae_scale = getattr(getattr(self.vae, "config", None), "scaling_factor", None)
+        if vae_scale is not None and abs(float(vae_scale) - self.latent_scale) > 1e-6:
+            raise InputError(
+                f"VAE scaling_factor {vae_scale} differs from the network's vae_scaling_factor {self.latent_scale}; "
+                "set model.net.config.vae_scaling_factor to the VAE's value"
+            )
+
+    def _rank(self) -> int:
+        try:
+            return int(self.global_rank)
+        except Exception:  # noqa: BLE001 - not attached to a trainer
+            return 0
+
+    def train_generator(self) -> torch.Generator:
+        """The generator of the next training draw (advances the counter)."""
+        g = generator_for(self.seed, "train", self._rank(), self.train_draws)
+        self.train_draws += 1
+        return g
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+        """(B, 3, [F,] H, W) images in [-1, 1] -> scaled latents (B, 4, [F,] h, w) with the frozen VAE."""
+        if self.vae is None:
+            raise InputError("the batch has images but no cached latents, and the model has no VAE; add model.vae "
+                             "to the config or cache latents in the data module")
+        video = images.ndim == 5
+        if video:
+            b, c, f, h, w = images.shape
+            images = images.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        if sample:
+            eps = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device, dist.mean.dtype)
+            lat = dist.mean + dist.std * eps
+        else:
+            lat = dist.mean
+        lat = lat.float() * self.latent_scale
+        if video:
+            lat = lat.view(b, f, *lat.shape[1:]).permute(0, 2, 1, 3, 4)
+        return lat
+
+    def prepare(self, batch: Mapping[str, Any], generator: torch.Generator | None, sample: bool = True) -> dict:
+        """Batch -> the network's inputs: ``latents`` (B,4,F,h,w), ``ref_latents`` (B,4,h,w), conditions, masks."""
+        if "target_latents" in batch:
+            latents = batch["target_latents"].float()
+        elif "target_images" in batch:
+            latents = self.encode_images(batch["target_images"], sample, generator)
+        else:
+            raise InputError("batch has neither target_latents nor target_images (see vexpress.data.batch)")
+        if "reference_latents" in batch:
+            ref = batch["reference_latents"].float()
+        elif "reference_image" in batch:
+            ref = self.encode_images(batch["reference_image"], sample and self.sample_reference_latent, generator)
+        else:
+            raise InputError("batch has neither reference_latents nor reference_image (see vexpress.data.batch)")
+        if latents.ndim != 5:
+            raise ShapeError(f"target latents must be (B, 4, F, h, w), got {tuple(latents.shape)}")
+        return {
+            "latents": latents,
+            "ref_latents": ref,
+            "kps_images": batch["kps_images"],
+            "audio_windows": batch["audio_windows"],
+            "lip_masks": batch.get("lip_masks"),
+        }
+
+    # --- Lightning hooks ----------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.compile_denoiser and torch.cuda.is_available() and self.device.type == "cuda":
+            self.net.denoising_unet = torch.compile(self.net.denoising_unet)
+
+    def diffusion_step(self, batch: Mapping[str, Any], generator: torch.Generator, drop=None):
+        """Noise a batch, predict, and return the :class:`LossOutput`."""
+        from vexpress.models.conditioning import DropMask
+
+        x = self.prepare(batch, generator)
+        latents = x["latents"]
+        b = latents.shape[0]
+        noise = self.targets.sample_noise(latents, self.noise_offset, generator)
+        t = self.targets.sample_timesteps(b, generator, latents.device)
+        noisy = self.targets.add_noise(latents, noise, t)
+        target = self.targets.target(latents, noise, t)
+        if drop is None:
+            drop = DropMask.none(b, latents.device)
+        pred = self.net(noisy, t, ref_latents=x["ref_latents"], audio_windows=x["audio_windows"],
+                        kps_images=x["kps_images"], drop=drop.to(latents.device))
+        return diffusion_loss(pred, target, self.targets.snr(t), snr_gamma=self.snr_gamma,
+                              v_prediction=self.targets.v_prediction, lip_masks=x["lip_masks"],
+                              lip_loss_weight=self.lip_loss_weight)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.diffusion_step(batch, self.train_generator(), batch.get("drop"))
+        bs = int(batch["kps_images"].shape[0])
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=False)
+        self.log("train/mse", out.mse, batch_size=bs)
+        if out.lip_mse is not None:
+            self.log("train/loss_lip", out.lip_mse, batch_size=bs)
+        self.log("train/snr_weight", out.snr_weights.mean(), batch_size=bs)
+        return out.loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        g = generator_for(self.seed, "val", batch_idx)
+        out = self.diffusion_step(batch, g, None)
+        bs = int(batch["kps_images"].shape[0])
+        self.log("val/loss", out.loss, batch_size=bs, sync_dist=True)
+        if out.lip_mse is not None:
+            self.log("val/loss_lip", out.lip_mse, batch_size=bs, sync_dist=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if not params:
+            raise InputError("no trainable parameters: the stage config freezes everything")
+        optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
+
+    # --- checkpoints: frozen helpers are not stored; the random stream's counter is ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint.get("state_dict", {})
+        for key in [k for k in sd if k.startswith(_FROZEN_PREFIXES)]:
+            del sd[key]
+        checkpoint[_CKPT_KEY] = {"train_draws": int(self.train_draws), "seed": int(self.seed)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint.setdefault("state_dict", {})
+        for key, value in self.state_dict().items():
+            if key.startswith(_FROZEN_PREFIXES):
+                sd.setdefault(key, value)
+        state = checkpoint.get(_CKPT_KEY, {})
+        self.train_draws = int(state.get("train_draws", 0))

@@ -1,0 +1,58 @@
+"""Optimizers and LR schedules, built from ``_partial_`` configs (``conf/model/*.yaml``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def bitsandbytes_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def adamw(
+    params: Iterable[torch.nn.Parameter],
+    lr: float = 1e-6,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 1e-2,
+    eps: float = 1e-8,
+    use_8bit: bool = False,
+) -> torch.optim.Optimizer:
+    """AdamW, the official settings by default (spec §4.1).
+
+    ``use_8bit`` picks ``bitsandbytes.optim.AdamW8bit`` (the official optimizer) when bitsandbytes is installed and
+    the parameters live on CUDA; otherwise it falls back to ``torch.optim.AdamW`` and says so in the log.
+    """
+    params = list(params)
+    betas = (float(betas[0]), float(betas[1]))
+    on_cuda = bool(params) and all(p.is_cuda for p in params)
+    if use_8bit and on_cuda and bitsandbytes_available():
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+    if use_8bit:
+        why = "bitsandbytes is not installed" if not bitsandbytes_available() else "the parameters are not on CUDA"
+        log.warning("8-bit AdamW requested but %s; using torch.optim.AdamW", why)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+
+
+def constant_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps`` optimizer steps, then constant (official: ``constant``, 1 warm-up step)."""
+    warmup_steps = max(1, int(warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupFactor(warmup_steps))
+
+
+class _WarmupFactor:
+    """Picklable LR factor (a lambda would not survive a weights-only checkpoint)."""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step: int) -> float:
+        return min(1.0, (step + 1) / self.warmup_steps)

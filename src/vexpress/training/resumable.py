@@ -1,0 +1,106 @@
+"""A resumable training loader: killing a run and resuming it sees the same batches as an uninterrupted run.
+
+Lightning restores a loader's position only if the loader has ``state_dict``/``load_state_dict`` (a plain
+``DataLoader`` restarts the epoch, and its shuffling depends on the global RNG). :class:`ResumableLoader` wraps a
+map-style dataset:
+
+- epoch ``e`` visits ``randperm(len(dataset))`` drawn from ``(seed, e)``, sharded over DDP ranks (every rank gets the
+  same number of samples), in batches of ``batch_size`` (the last partial batch is dropped);
+- ``state_dict`` = (epoch, batches consumed in the epoch); after a restore the epoch continues where it stopped;
+- the batches themselves are loaded by an ordinary ``DataLoader`` (workers, pinning, collate) over the remaining
+  indices of the epoch.
+
+Lightning pre-fetches one batch ahead of the batch being trained, so when it saves a checkpoint the loader has
+yielded one batch more than the loop consumed (except after the last batch of the epoch). ``state_dict`` accounts
+for that (``prefetch`` = Lightning's default of 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vexpress.training.rng import mix_seed
+
+
+class ResumableLoader:
+    """Args:
+    dataset: map-style dataset.
+    batch_size: samples per batch and rank.
+    seed: shuffling seed.
+    shuffle: permute every epoch (else dataset order).
+    num_workers / collate_fn / pin_memory / persistent_workers: passed to the inner ``DataLoader``.
+    prefetch: batches the training loop holds ahead of the one being trained (Lightning: 1).
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = True, num_workers: int = 0,
+                 collate_fn: Callable | None = None, pin_memory: bool = False, prefetch: int = 1,
+                 worker_init_fn: Callable | None = None):
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.num_workers = int(num_workers)
+        self.collate_fn = collate_fn
+        self.pin_memory = bool(pin_memory)
+        self.prefetch = int(prefetch)
+        self.worker_init_fn = worker_init_fn
+        self.epoch = 0
+        self.start = 0  # batches of the current epoch already consumed before this iteration started
+        self.yielded = 0  # batches yielded in the current epoch (including ``start``)
+        self.exhausted = False
+
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _indices(self, epoch: int) -> list[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, "epoch", epoch))
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        rank, world = self._rank_world()
+        per_rank = n // world
+        return order[rank * per_rank:(rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        _, world = self._rank_world()
+        return (len(self.dataset) // world) // self.batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        n_batches = len(self)
+        indices = self._indices(self.epoch)[: n_batches * self.batch_size]
+        start = self.start
+        self.yielded = start
+        self.exhausted = False
+        rest = indices[start * self.batch_size:]
+        if rest:
+            loader = DataLoader(torch.utils.data.Subset(self.dataset, rest), batch_size=self.batch_size,
+                                shuffle=False, drop_last=True, num_workers=self.num_workers,
+                                collate_fn=self.collate_fn, pin_memory=self.pin_memory,
+                                worker_init_fn=self.worker_init_fn)
+            for batch in loader:
+                self.yielded += 1
+                yield batch
+        self.exhausted = True
+        self.epoch += 1
+        self.start = 0
+        self.yielded = 0
+
+    def state_dict(self) -> dict[str, int]:
+        if self.exhausted:  # the epoch's last batch was handed out; the next epoch starts from scratch
+            return {"epoch": self.epoch, "consumed": 0, "seed": self.seed}
+        consumed = max(self.start, self.yielded - self.prefetch)
+        return {"epoch": self.epoch, "consumed": consumed, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.start = int(state["consumed"])
+        self.seed = int(state.get("seed", self.seed))
+        self.exhausted = False
