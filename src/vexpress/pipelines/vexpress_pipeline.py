@@ -1,0 +1,597 @@
+"""VExpressPipeline: one reference photo + speech (+ optional driving keypoints) -> talking-portrait video.
+
+Steps of :meth:`VExpressPipeline.__call__` (diffusers vocabulary)::
+
+    check_inputs      options and sizes, before any work (and the output path is checked for writability)
+    prepare inputs    face crop of the reference, audio decode, driving keypoints -> retargeted (T, 3, 2) sequence
+    encode_reference  VAE mean latent -> ReferenceNet bank (once; the bank caches the reference attention K/V)
+    encode_audio      audio encoder -> projected audio tokens of every frame (small; once)
+    encode_kps        keypoints held as coordinates; V-Kps images drawn and encoded per window, on the device
+    prepare_latents   seeded Gaussian noise (T frames), on the device
+    denoise           context windows x guidance branches batched in one UNet call per window and step
+    decode_latents    VAE decode in chunks -> uint8 frames -> (optional) 3x3x3 median filter -> MP4 writer
+
+Frame count: ``round(duration * fps)`` at exactly ``fps`` (at least 1 frame); nothing is dropped.
+
+Memory: what scales with the video length is the latents (16 kB per frame at 512x512), the audio tokens (~8 kB
+per frame) and the keypoint coordinates; everything image-sized exists for one window or one decode chunk at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from vexpress.errors import InputError, ShapeError, WeightsError
+from vexpress.pipelines.conditions import AudioCondition, KpsCondition
+from vexpress.pipelines.context import context_windows, frame_window_counts, official_grid_length
+from vexpress.pipelines.guidance import Guidance
+from vexpress.pipelines.schedulers import DEFAULT_STEPS, make_scheduler, sampler_name
+
+log = logging.getLogger("vexpress.generate")
+
+AUDIO_RATE = 16000
+
+
+@dataclass
+class GenerationOutput:
+    """Result of one generation.
+
+    Attributes:
+        frames: (T, H, W, 3) uint8 RGB on the CPU, or None when the video was streamed to ``path`` only.
+        fps: frame rate (exactly the requested one).
+        audio: (channels, S) float32 waveform for muxing (the input audio at its own rate), or None.
+        sample_rate: sample rate of ``audio``.
+        kps: (T, 3, 2) V-Kps keypoints used (output pixels).
+        latents: (1, 4, T, h, w) final latents if asked for (``return_latents=True``).
+        path: the written video, if any.
+        info: timings, windows, guidance branches, notes and warnings.
+    """
+
+    frames: torch.Tensor | None
+    fps: float
+    audio: torch.Tensor | None
+    sample_rate: int
+    kps: np.ndarray
+    latents: torch.Tensor | None = None
+    path: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.kps.shape[0])
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    table = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in table:
+        raise InputError(f"unknown dtype {dtype!r}; use auto, fp16, bf16 or fp32")
+    return table[dtype]
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device=cuda was asked for but no CUDA device is available; use device=cpu")
+    return dev
+
+
+def _vae_downscale(vae: Any) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+class VExpressPipeline:
+    """Inference pipeline around a :class:`~vexpress.models.VExpressNet`.
+
+    Args:
+        net: the network (weights loaded).
+        vae: a ``diffusers.AutoencoderKL`` whose downscale equals ``net.config.latent_downscale`` (optional for
+            :meth:`denoise`-only use).
+        audio_encoder: an object with ``encode(waveform_16k) -> (N, D)`` (``vexpress.audio`` encoders); optional
+            when features are passed directly.
+        sampler: ``"ddim"`` (official), ``"dpmpp"``, ``"unipc"`` or a diffusers scheduler instance.
+        device, dtype: where and in which precision to run (``auto``: CUDA + fp16 if available, else CPU + fp32).
+        face_analyzer: callable RGB frame -> faces largest first (default: ``FaceAnalyzer`` created on demand).
+    """
+
+    def __init__(self, net: torch.nn.Module, vae: Any | None = None, audio_encoder: Any | None = None,
+                 sampler: str | Any = "ddim", device: torch.device | str | None = None,
+                 dtype: torch.dtype | str | None = None, face_analyzer: Callable | None = None):
+        self.device = _resolve_device(device if device is not None else net.device)
+        self.dtype = _resolve_dtype(dtype if dtype is not None else (net.dtype if device is None else None),
+                                    self.device)
+        self.net = net.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.vae = None
+        if vae is not None:
+            if _vae_downscale(vae) != net.config.latent_downscale:
+                raise WeightsError(
+                    f"the VAE downscales images by {_vae_downscale(vae)} but the network expects latents 1/"
+                    f"{net.config.latent_downscale} of the image; use the VAE the model was trained with"
+                )
+            if int(vae.config.latent_channels) != int(net.denoising_unet.conv_in.in_channels):
+                raise WeightsError(f"the VAE has {vae.config.latent_channels} latent channels, the network "
+                                   f"{net.denoising_unet.conv_in.in_channels}; use the matching VAE")
+            self.vae = vae.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.audio_encoder = audio_encoder
+        self.sampler = sampler
+        self.face_analyzer = face_analyzer
+
+    # ------------------------------------------------------------------------------------------------------------
+    # construction
+    # ------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_export(cls, directory: str | os.PathLike, *, vae: Any | str | os.PathLike | None = None,
+                    audio_encoder: Any | Mapping[str, Any] | str | None = None, sampler: str | Any = "ddim",
+                    device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
+                    ) -> "VExpressPipeline":
+        """Pipeline from a training export folder (``vexpress.models.weights.save_export``).
+
+        ``vae``: a VAE object or a local diffusers folder, needed when the export has none. ``audio_encoder``: an
+        encoder object or its config; default: the one recorded in the export (log-mel if none is recorded).
+        """
+        from vexpress.models.weights import load_export
+
+        dev = _resolve_device(device)
+        export = load_export(directory, load_vae=vae is None)
+        vae_obj = _load_vae(vae) if vae is not None else export.vae
+        if vae_obj is None:
+            raise WeightsError(f"export {directory} has no VAE; pass vae=/path/to/sd-vae-ft-mse (a local diffusers "
+                               "AutoencoderKL folder)")
+        encoder = _build_encoder(audio_encoder if audio_encoder is not None else export.audio_encoder, dev)
+        return cls(export.net, vae_obj, encoder, sampler=sampler, device=dev, dtype=_resolve_dtype(dtype, dev))
+
+    @classmethod
+    def from_official(cls, weights: str | os.PathLike | Mapping[str, str], *, vae: Any | str | os.PathLike,
+                      audio_encoder: Any | Mapping[str, Any] | str, config: Any | None = None,
+                      sampler: str | Any = "ddim", device: torch.device | str | None = None,
+                      dtype: torch.dtype | str | None = None) -> "VExpressPipeline":
+        """Pipeline from the official release files (``denoising_unet.bin`` ... ``motion_module.bin``).
+
+        Args:
+            weights: folder with the five files, or ``{name: path}``.
+            vae: local ``sd-vae-ft-mse`` folder (or a VAE object).
+            audio_encoder: local ``wav2vec2-base-960h`` folder, an encoder config, or an encoder object.
+            config: network config (default: ``VExpressConfig.sd15()``, the release architecture).
+        """
+        from vexpress.models import VExpressConfig, VExpressNet
+        from vexpress.models.weights import load_official
+
+        dev = _resolve_device(device)
+        cfg = config if config is not None else VExpressConfig.sd15()
+        if not isinstance(cfg, VExpressConfig):
+            cfg = VExpressConfig.from_dict(cfg)
+        net = VExpressNet(cfg)
+        load_official(net, weights)
+        if isinstance(audio_encoder, (str, os.PathLike)) and Path(audio_encoder).is_dir():
+            audio_encoder = {"name": "wav2vec2", "path": str(audio_encoder)}
+        encoder = _build_encoder(audio_encoder, dev)
+        return cls(net, _load_vae(vae), encoder, sampler=sampler, device=dev, dtype=_resolve_dtype(dtype, dev))
+
+    @classmethod
+    def from_weights(cls, weights: str | os.PathLike, **kwargs: Any) -> "VExpressPipeline":
+        """An export folder (has ``vexpress.json``) or a folder of official files."""
+        from vexpress.models.weights import EXPORT_MANIFEST
+
+        path = Path(weights)
+        if not path.exists():
+            raise WeightsError(f"weights not found: {path} (give a training export folder or the folder with the "
+                               "official V-Express files)")
+        if (path / EXPORT_MANIFEST).is_file():
+            kwargs.pop("config", None)
+            return cls.from_export(path, **kwargs)
+        if kwargs.get("vae") is None or kwargs.get("audio_encoder") is None:
+            raise WeightsError(f"{path} holds official weights: also give vae=/path/to/sd-vae-ft-mse and "
+                               "audio_encoder.path=/path/to/wav2vec2-base-960h")
+        return cls.from_official(path, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # checks
+    # ------------------------------------------------------------------------------------------------------------
+    def check_inputs(self, *, height: int, width: int, fps: float, num_inference_steps: int,
+                     context_frames: int, context_overlap: int, retarget: str | None = None,
+                     guidance: Guidance | None = None, reference_attention_weight: float = 1.0,
+                     audio_attention_weight: float = 1.0, decode_chunk_size: int = 8) -> None:
+        """Validate generation options (one-line :class:`InputError` naming the option and the fix)."""
+        from vexpress.kps.retarget import STRATEGIES
+
+        down = self.net.config.latent_downscale
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, (int, np.integer)) or value < 8 * down or value % max(down, 2):
+                raise InputError(f"{name}={value} is not supported: use a multiple of {max(down, 8)} of at least "
+                                 f"{8 * down} pixels (512 for the official model)")
+        if not (isinstance(fps, (int, float)) and 1.0 <= fps <= 120.0):
+            raise InputError(f"fps={fps} is out of range; use a frame rate between 1 and 120 (official: 30)")
+        if not isinstance(num_inference_steps, (int, np.integer)) or num_inference_steps < 1:
+            raise InputError(f"num_inference_steps={num_inference_steps} must be a positive integer")
+        limit = self.net.config.max_frames_per_window
+        if not 1 <= context_frames <= limit:
+            raise InputError(f"context_frames={context_frames} must be in [1, {limit}] (the motion modules' "
+                             "positional encoding length); official: 24")
+        if not 0 <= context_overlap < context_frames:
+            raise InputError(f"context_overlap={context_overlap} must be in [0, context_frames); official: 4")
+        if retarget is not None and retarget not in STRATEGIES:
+            raise InputError(f"unknown retarget strategy {retarget!r}; choose one of {', '.join(STRATEGIES)}")
+        for name, value in (("reference_attention_weight", reference_attention_weight),
+                            ("audio_attention_weight", audio_attention_weight)):
+            if not math.isfinite(float(value)):
+                raise InputError(f"{name} must be a finite number, got {value}")
+        if decode_chunk_size < 1:
+            raise InputError(f"decode_chunk_size={decode_chunk_size} must be >= 1")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # encoders
+    # ------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_reference(self, image: torch.Tensor | np.ndarray) -> tuple[Any, torch.Tensor]:
+        """Reference (H, W, 3) uint8 RGB -> (ReferenceNet bank, latents (1, 4, h, w)); VAE mean, as the official."""
+        if self.vae is None:
+            raise WeightsError("this pipeline has no VAE; build it with a VAE to encode reference images")
+        x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+        if x.ndim != 3 or x.shape[-1] != 3:
+            raise ShapeError(f"reference image must be (H, W, 3) RGB, got {tuple(x.shape)}")
+        is_uint8 = x.dtype == torch.uint8
+        x = x.to(self.device).permute(2, 0, 1)[None].float()
+        x = x / 127.5 - 1.0 if is_uint8 else x * 2.0 - 1.0  # uint8, or float in [0, 1]
+        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean * self.net.config.vae_scaling_factor
+        bank = self.net.encode_reference(latents.to(self.dtype))
+        return bank, latents
+
+    @torch.no_grad()
+    def encode_audio(self, audio: torch.Tensor, num_frames: int, *, features: bool = False) -> AudioCondition:
+        """16 kHz mono waveform (or ``features=True``: encoder features (N, D)) -> per-frame audio tokens."""
+        if not features:
+            if self.audio_encoder is None:
+                raise WeightsError("this pipeline has no audio encoder; pass audio_encoder= (log-mel or wav2vec2)")
+            audio = self.audio_encoder.encode(audio)
+        return AudioCondition(self.net, torch.as_tensor(audio), num_frames, device=self.device, dtype=self.dtype)
+
+    def encode_kps(self, kps: np.ndarray | torch.Tensor, height: int, width: int) -> KpsCondition:
+        """(T, 3, 2) keypoints in output pixels -> per-window V-Kps guider features."""
+        return KpsCondition(self.net, kps, height, width, device=self.device, dtype=self.dtype)
+
+    def prepare_latents(self, num_frames: int, height: int, width: int,
+                        generator: torch.Generator | int | None = 42) -> torch.Tensor:
+        """(1, 4, T, h, w) float32 standard-normal latents on the device, drawn on the CPU (device-independent)."""
+        if not isinstance(generator, torch.Generator):
+            seed = generator if generator is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+            generator = torch.Generator().manual_seed(int(seed))
+        down = self.net.config.latent_downscale
+        shape = (1, self.net.denoising_unet.conv_in.in_channels, num_frames, height // down, width // down)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # sampling loop
+    # ------------------------------------------------------------------------------------------------------------
+    def make_scheduler(self, sampler: str | Any | None = None):
+        """A fresh scheduler (schedulers are stateful) from a name or a scheduler instance's config."""
+        sampler = self.sampler if sampler is None else sampler
+        if isinstance(sampler, str):
+            return make_scheduler(sampler)
+        return type(sampler).from_config(sampler.config)
+
+    @torch.no_grad()
+    def denoise(self, latents: torch.Tensor, reference: Any, audio: AudioCondition | None,
+                kps: KpsCondition | None, *, num_inference_steps: int = 25, guidance: Guidance | None = None,
+                context_frames: int = 24, context_overlap: int = 4, reference_attention_weight: float = 1.0,
+                audio_attention_weight: float = 1.0, scheduler: Any | None = None,
+                callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+                on_model_output: Callable[[int, int, torch.Tensor], None] | None = None,
+                progress: bool = True) -> torch.Tensor:
+        """Run the sampler over the whole video with overlapping context windows.
+
+        At each timestep every window runs ONE denoiser call whose batch holds the guidance branches
+        (:class:`Guidance`); the guided predictions are divided by the number of windows holding each frame and
+        summed; then the scheduler steps every frame once. This equals the official ``mean_overlap`` loop (which
+        steps each frame right after its last window; all windows of a step see the same ``x_t``).
+
+        Args:
+            latents: (1, 4, T, h, w) initial noise (scaled by ``init_noise_sigma`` here).
+            reference: ReferenceNet bank (batch 1), or None (reference dropped).
+            audio, kps: condition sources (None: that condition is absent for every branch).
+            callback_on_step_end: ``fn(step_index, timestep, latents)`` after every scheduler step.
+            on_model_output: ``fn(step_index, window_index, raw_branch_outputs)`` after every denoiser call.
+        """
+        guidance = guidance if guidance is not None else Guidance()
+        scheduler = scheduler if scheduler is not None else self.make_scheduler()
+        if latents.ndim != 5 or latents.shape[0] != 1:
+            raise ShapeError(f"latents must be (1, C, T, h, w), got {tuple(latents.shape)}")
+        num_frames = latents.shape[2]
+        for name, cond in (("audio", audio), ("kps", kps)):
+            if cond is not None and cond.num_frames != num_frames:
+                raise ShapeError(f"{name} condition has {cond.num_frames} frames, latents have {num_frames}")
+        windows = context_windows(num_frames, context_frames, context_overlap)
+        counts = frame_window_counts(windows, num_frames).to(self.device, torch.float32).view(1, 1, -1, 1, 1)
+        branches = guidance.branches
+        drop = guidance.drop_mask(self.device)
+        nb = len(branches)
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = latents.to(self.device, torch.float32) * scheduler.init_noise_sigma
+
+        bar = _progress(len(scheduler.timesteps) * len(windows), progress, "denoising")
+        try:
+            for step, t in enumerate(scheduler.timesteps):
+                total = torch.zeros_like(latents)
+                for w, frames in enumerate(windows):
+                    sl = slice(frames.start, frames.stop)
+                    x = scheduler.scale_model_input(latents[:, :, sl], t).to(self.dtype)
+                    f = x.shape[2]
+                    tokens = audio.window(frames).expand(nb, -1, -1, -1) if audio is not None else None
+                    feats = kps.window(frames) if kps is not None else None
+                    feats = feats.expand(nb, -1, -1, -1, -1) if feats is not None else None
+                    out = self.net.denoising_unet(
+                        x.expand(nb, -1, -1, -1, -1), t, audio_tokens=tokens, kps_features=feats,
+                        reference=reference, drop=drop, reference_attention_weight=reference_attention_weight,
+                        audio_attention_weight=audio_attention_weight,
+                    ).float()
+                    if on_model_output is not None:
+                        on_model_output(step, w, out)
+                    guided = guidance.combine(out)
+                    total[:, :, sl] += guided / counts[:, :, sl]
+                    del out, guided, tokens, feats
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(f"step {step + 1}/{len(scheduler.timesteps)} window {w + 1}/"
+                                            f"{len(windows)} ({f} frames)", refresh=False)
+                latents = scheduler.step(total, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    callback_on_step_end(step, t, latents)
+        finally:
+            if bar is not None:
+                bar.close()
+        return latents
+
+    # ------------------------------------------------------------------------------------------------------------
+    # decoding
+    # ------------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, progress: bool = False
+                       ) -> Iterator[torch.Tensor]:
+        """Yield (F, H, W, 3) uint8 RGB frame chunks on the CPU, decoding ``chunk_size`` frames at a time."""
+        if self.vae is None:
+            raise WeightsError("this pipeline has no VAE; build it with a VAE to decode latents")
+        num_frames = latents.shape[2]
+        scale = self.net.config.vae_scaling_factor
+        bar = _progress(num_frames, progress, "decoding")
+        try:
+            for start in range(0, num_frames, chunk_size):
+                z = latents[0, :, start:start + chunk_size].permute(1, 0, 2, 3)  # (F, 4, h, w)
+                img = self.vae.decode((z / scale).to(self.vae.dtype)).sample
+                img = ((img.float() / 2 + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)
+                yield img.permute(0, 2, 3, 1).contiguous().cpu()
+                if bar is not None:
+                    bar.update(z.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # end to end
+    # ------------------------------------------------------------------------------------------------------------
+    def __call__(self, reference_image: Any, audio: Any, *, driving: Any | None = None,
+                 kps: np.ndarray | torch.Tensor | None = None, retarget: str | None = None,
+                 height: int = 512, width: int = 512, fps: float = 30.0, num_inference_steps: int | None = None,
+                 guidance_scale: float = 3.5, audio_guidance_scale: float | None = None,
+                 reference_attention_weight: float = 0.95, audio_attention_weight: float = 3.0,
+                 context_frames: int = 24, context_overlap: int = 4, seed: int | torch.Generator | None = 42,
+                 sampler: str | Any | None = None, median_filter: bool = True, decode_chunk_size: int = 8,
+                 crop: str = "auto", crop_scale: float | None = None, output_path: str | os.PathLike | None = None,
+                 return_frames: bool | None = None, return_latents: bool = False, progress: bool = True
+                 ) -> GenerationOutput:
+        """Generate a talking-portrait video.
+
+        Args:
+            reference_image: photo path, PIL image or (H, W, 3) uint8 array, any size and aspect.
+            audio: audio/video path (any format PyAV decodes), a 16 kHz mono waveform, or ``(waveform, rate)``.
+            driving: video path, keypoint file (ours or the official ``kps.pth``, 512x512 coordinates) or a
+                (L, 3, 2) keypoint array in 512x512 coordinates.
+            kps: driving keypoints (L, 3, 2) already in output pixels (e.g. from a preprocessed record).
+            retarget: ``fix_face``, ``no_retarget``, ``offset_retarget``, ``naive_retarget``; default
+                ``fix_face`` without driving keypoints, ``naive_retarget`` with them.
+            height, width, fps: output size and frame rate; the video has ``round(duration * fps)`` frames.
+            num_inference_steps: sampler steps (default 25 for DDIM, 12 for DPM-Solver++, 10 for UniPC).
+            guidance_scale, audio_guidance_scale: see :class:`Guidance` (official: 3.5, same for audio).
+            reference_attention_weight, audio_attention_weight: official 0.95 / 3.0.
+            context_frames, context_overlap: context windows (official 24 / 4).
+            seed: initial-noise seed or a CPU generator.
+            sampler: override the pipeline's sampler for this call.
+            median_filter: official 3x3x3 anti-flicker post-processing.
+            decode_chunk_size: frames per VAE decode call.
+            crop: ``face`` (crop around the face), ``none`` (use the photo as framed) or ``auto`` (``face``
+                unless keypoint-file driving with ``no_retarget``, which refers to the photo as framed).
+            crop_scale: crop side / face-box side (default 1.9, the official samples' framing).
+            output_path: write an H.264 + AAC MP4 here (atomically; checked for writability before any work).
+            return_frames: keep the frames in memory (default: True unless ``output_path`` is given).
+            return_latents: keep the final latents.
+            progress: show progress bars.
+        """
+        from vexpress.kps.retarget import resample_kps, retarget_kps
+        from vexpress.pipelines.inputs import CROP_SCALE, is_kps_file, load_driving, prepare_reference
+
+        t0 = time.perf_counter()
+        sampler = self.sampler if sampler is None else sampler
+        name = sampler if isinstance(sampler, str) else sampler_name(sampler)
+        steps = num_inference_steps if num_inference_steps is not None else DEFAULT_STEPS.get(name, 25)
+        guidance = Guidance(float(guidance_scale), None if audio_guidance_scale is None
+                            else float(audio_guidance_scale))
+        has_driving = driving is not None or kps is not None
+        strategy = retarget if retarget is not None else ("naive_retarget" if has_driving else "fix_face")
+        self.check_inputs(height=height, width=width, fps=fps, num_inference_steps=steps,
+                          context_frames=context_frames, context_overlap=context_overlap, retarget=strategy,
+                          guidance=guidance, reference_attention_weight=reference_attention_weight,
+                          audio_attention_weight=audio_attention_weight, decode_chunk_size=decode_chunk_size)
+        if strategy != "fix_face" and not has_driving:
+            raise InputError(f"retarget={strategy} needs a driving video or keypoint file (driving=...); "
+                             "use retarget=fix_face for a still head")
+        if self.vae is None:
+            raise WeightsError("this pipeline has no VAE; build it with one (from_export / from_official)")
+        out_path = None
+        if output_path is not None:
+            from vexpress.utils.io import check_writable
+
+            out_path = check_writable(output_path, "output video")
+        if crop == "auto":
+            file_driving = kps is not None or (driving is not None and (
+                not isinstance(driving, (str, os.PathLike)) or is_kps_file(driving)))
+            crop = "none" if (strategy == "no_retarget" and file_driving) else "face"
+        notes: list[str] = []
+
+        # ---- inputs ----------------------------------------------------------------------------------------
+        wave16, mux_audio, mux_rate = _load_audio(audio)
+        duration = wave16.shape[0] / AUDIO_RATE
+        num_frames = max(1, int(round(duration * fps)))
+        ref = prepare_reference(reference_image, width, height, self.face_analyzer, crop=crop,
+                                crop_scale=crop_scale or CROP_SCALE)
+        notes += ref.notes
+        missing: list[int] = []
+        if strategy == "fix_face":
+            result = retarget_kps("fix_face", ref.kps, num_frames=num_frames)
+        else:
+            if kps is not None:
+                drv_kps, drv_fps = np.asarray(kps.cpu() if hasattr(kps, "cpu") else kps, np.float32), None
+            else:
+                drv = load_driving(driving, width, height, crop=crop, crop_scale=crop_scale or CROP_SCALE,
+                                   max_seconds=duration + 1.0)
+                drv_kps, drv_fps = drv.kps, drv.fps
+                notes += drv.notes
+                missing = drv.missing
+            drv_kps = resample_kps(drv_kps, num_frames, drv_fps, fps)
+            result = retarget_kps(strategy, ref.kps, drv_kps, num_frames)
+            notes += result.notes
+        kps_seq = result.kps
+        t_inputs = time.perf_counter()
+
+        # ---- conditions ------------------------------------------------------------------------------------
+        bank, _ = self.encode_reference(ref.image)
+        audio_cond = self.encode_audio(wave16, num_frames)
+        kps_cond = self.encode_kps(kps_seq, height, width)
+        latents = self.prepare_latents(num_frames, height, width, seed)
+        t_enc = time.perf_counter()
+
+        # ---- sampling --------------------------------------------------------------------------------------
+        latents = self.denoise(
+            latents, bank, audio_cond, kps_cond, num_inference_steps=steps, guidance=guidance,
+            context_frames=context_frames, context_overlap=context_overlap,
+            reference_attention_weight=reference_attention_weight, audio_attention_weight=audio_attention_weight,
+            scheduler=self.make_scheduler(sampler), progress=progress,
+        )
+        del bank, audio_cond, kps_cond
+        t_denoise = time.perf_counter()
+
+        # ---- decoding + writing ----------------------------------------------------------------------------
+        keep = return_frames if return_frames is not None else out_path is None
+        chunks: Iterator[torch.Tensor] = self.decode_latents(latents, decode_chunk_size, progress=progress)
+        if median_filter:
+            from vexpress.pipelines.postprocess import iter_median_filtered
+
+            chunks = iter_median_filtered(chunks, num_frames, decode_chunk_size)
+        kept: list[torch.Tensor] = []
+        if out_path is not None:
+            from vexpress.pipelines.video_io import VideoWriter
+
+            with VideoWriter(out_path, fps, width, height, mux_audio, mux_rate) as writer:
+                for chunk in chunks:
+                    writer.write(chunk)
+                    if keep:
+                        kept.append(chunk)
+        else:
+            kept = list(chunks)
+        frames = torch.cat(kept) if keep and kept else None
+        t_end = time.perf_counter()
+
+        info = {
+            "num_frames": num_frames, "fps": float(fps), "duration_s": duration,
+            "official_num_frames": official_grid_length(duration, fps, context_frames, context_overlap),
+            "windows": len(context_windows(num_frames, context_frames, context_overlap)),
+            "branches": list(guidance.branches), "sampler": name, "steps": steps, "retarget": strategy,
+            "crop": crop, "crop_box": [float(v) for v in ref.box], "num_faces": ref.num_faces,
+            "anchor_frame": result.anchor, "scale": result.scale, "missing_driving_frames": missing,
+            "distinct_kps": int(len(np.unique(kps_seq.reshape(num_frames, -1), axis=0))),
+            "seconds": {"inputs": t_inputs - t0, "encode": t_enc - t_inputs, "denoise": t_denoise - t_enc,
+                        "decode_write": t_end - t_denoise, "total": t_end - t0},
+            "notes": notes,
+        }
+        log.info("generated %d frames at %g fps in %.1f s (%.2f frames/s)", num_frames, fps, t_end - t0,
+                 num_frames / max(t_end - t0, 1e-9))
+        mux = torch.from_numpy(np.ascontiguousarray(mux_audio)) if mux_audio is not None else None
+        return GenerationOutput(frames=frames, fps=float(fps), audio=mux, sample_rate=mux_rate, kps=kps_seq,
+                                latents=latents if return_latents else None, path=out_path, info=info)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _load_vae(vae: Any):
+    if vae is None or not isinstance(vae, (str, os.PathLike)):
+        return vae
+    path = Path(vae)
+    if not (path / "config.json").is_file():
+        raise WeightsError(f"VAE folder {path} has no config.json; give a local diffusers AutoencoderKL folder "
+                           "(e.g. sd-vae-ft-mse)")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from diffusers import AutoencoderKL
+
+    try:
+        return AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise WeightsError(f"cannot load the VAE from {path}: {str(err).splitlines()[0][:160]}") from err
+
+
+def _build_encoder(spec: Any, device: torch.device):
+    if spec is not None and hasattr(spec, "encode"):
+        return spec
+    from vexpress.audio.encoders import build_audio_encoder
+
+    if isinstance(spec, Mapping) and str(spec.get("name", "")).lower().startswith("wav2vec") \
+            and "device" not in spec:
+        spec = {**spec, "device": str(device)}
+    return build_audio_encoder(spec)
+
+
+def _load_audio(audio: Any) -> tuple[torch.Tensor, np.ndarray | None, int]:
+    """-> (16 kHz mono waveform for the model, waveform to mux (channels, S), its sample rate)."""
+    from vexpress.audio.io import decode_audio, load_audio, resample
+
+    if isinstance(audio, (str, os.PathLike)):
+        wave16 = load_audio(audio)
+        native, rate = decode_audio(audio)
+        if native.shape[0] > 2:
+            native = native.mean(0, keepdims=True)
+        return wave16, native, int(rate)
+    rate = AUDIO_RATE
+    if isinstance(audio, tuple) and len(audio) == 2:
+        audio, rate = audio
+    wav = torch.as_tensor(np.asarray(audio.cpu() if hasattr(audio, "cpu") else audio), dtype=torch.float32)
+    if wav.ndim == 2:
+        mux = wav.numpy() if wav.shape[0] <= 2 else wav.mean(0, keepdim=True).numpy()
+        wav = wav.mean(0)
+    elif wav.ndim == 1:
+        mux = wav[None].numpy()
+    else:
+        raise InputError(f"audio waveform must be (S,) or (channels, S), got shape {tuple(wav.shape)}")
+    if wav.numel() == 0:
+        raise InputError("the audio is empty; give at least a fraction of a second of sound")
+    wave16 = torch.nan_to_num(resample(wav, int(rate), AUDIO_RATE)).clamp(-1.0, 1.0).contiguous()
+    return wave16, mux, int(rate)
