@@ -126,7 +126,10 @@ class VExpressPipeline:
             if int(vae.config.latent_channels) != int(net.denoising_unet.conv_in.in_channels):
                 raise WeightsError(f"the VAE has {vae.config.latent_channels} latent channels, the network "
                                    f"{net.denoising_unet.conv_in.in_channels}; use the matching VAE")
-            self.vae = vae.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+            vae = vae.to(self.device)
+            if vae.dtype != self.dtype:
+                vae = vae.to(dtype=self.dtype)
+            self.vae = vae.eval().requires_grad_(False)
         self.audio_encoder = audio_encoder
         self.sampler = sampler
         self.face_analyzer = face_analyzer
@@ -183,6 +186,25 @@ class VExpressPipeline:
         return cls(net, _load_vae(vae), encoder, sampler=sampler, device=dev, dtype=_resolve_dtype(dtype, dev))
 
     @classmethod
+    def tiny(cls, seed: int = 0, sampler: str | Any = "ddim", device: torch.device | str | None = "cpu",
+             dtype: torch.dtype | str | None = None) -> "VExpressPipeline":
+        """A randomly initialised tiny model (``VExpressConfig.tiny``, 64x64-capable tiny VAE, log-mel audio) for
+        smoke tests, notebooks and benchmarks. Its videos are noise: it shows the mechanics, not quality."""
+        from diffusers import AutoencoderKL
+
+        from vexpress.audio.encoders import LogMelEncoder
+        from vexpress.models import VExpressConfig, VExpressNet
+
+        encoder = LogMelEncoder()
+        torch.manual_seed(seed)
+        net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=encoder.dim))
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+                            block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
+                            up_block_types=["UpDecoderBlock2D"] * 4)
+        dev = _resolve_device(device)
+        return cls(net, vae, encoder, sampler=sampler, device=dev, dtype=_resolve_dtype(dtype, dev))
+
+    @classmethod
     def from_weights(cls, weights: str | os.PathLike, **kwargs: Any) -> "VExpressPipeline":
         """An export folder (has ``vexpress.json``) or a folder of official files."""
         from vexpress.models.weights import EXPORT_MANIFEST
@@ -202,36 +224,10 @@ class VExpressPipeline:
     # ------------------------------------------------------------------------------------------------------------
     # checks
     # ------------------------------------------------------------------------------------------------------------
-    def check_inputs(self, *, height: int, width: int, fps: float, num_inference_steps: int,
-                     context_frames: int, context_overlap: int, retarget: str | None = None,
-                     guidance: Guidance | None = None, reference_attention_weight: float = 1.0,
-                     audio_attention_weight: float = 1.0, decode_chunk_size: int = 8) -> None:
-        """Validate generation options (one-line :class:`InputError` naming the option and the fix)."""
-        from vexpress.kps.retarget import STRATEGIES
-
-        down = self.net.config.latent_downscale
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, (int, np.integer)) or value < 8 * down or value % max(down, 2):
-                raise InputError(f"{name}={value} is not supported: use a multiple of {max(down, 8)} of at least "
-                                 f"{8 * down} pixels (512 for the official model)")
-        if not (isinstance(fps, (int, float)) and 1.0 <= fps <= 120.0):
-            raise InputError(f"fps={fps} is out of range; use a frame rate between 1 and 120 (official: 30)")
-        if not isinstance(num_inference_steps, (int, np.integer)) or num_inference_steps < 1:
-            raise InputError(f"num_inference_steps={num_inference_steps} must be a positive integer")
-        limit = self.net.config.max_frames_per_window
-        if not 1 <= context_frames <= limit:
-            raise InputError(f"context_frames={context_frames} must be in [1, {limit}] (the motion modules' "
-                             "positional encoding length); official: 24")
-        if not 0 <= context_overlap < context_frames:
-            raise InputError(f"context_overlap={context_overlap} must be in [0, context_frames); official: 4")
-        if retarget is not None and retarget not in STRATEGIES:
-            raise InputError(f"unknown retarget strategy {retarget!r}; choose one of {', '.join(STRATEGIES)}")
-        for name, value in (("reference_attention_weight", reference_attention_weight),
-                            ("audio_attention_weight", audio_attention_weight)):
-            if not math.isfinite(float(value)):
-                raise InputError(f"{name} must be a finite number, got {value}")
-        if decode_chunk_size < 1:
-            raise InputError(f"decode_chunk_size={decode_chunk_size} must be >= 1")
+    def check_inputs(self, **options: Any) -> None:
+        """Validate generation options against this network (see :func:`check_options`)."""
+        check_options(latent_downscale=self.net.config.latent_downscale,
+                      max_context_frames=self.net.config.max_frames_per_window, **options)
 
     # ------------------------------------------------------------------------------------------------------------
     # encoders
@@ -241,7 +237,7 @@ class VExpressPipeline:
         """Reference (H, W, 3) uint8 RGB -> (ReferenceNet bank, latents (1, 4, h, w)); VAE mean, as the official."""
         if self.vae is None:
             raise WeightsError("this pipeline has no VAE; build it with a VAE to encode reference images")
-        x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+        x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
         if x.ndim != 3 or x.shape[-1] != 3:
             raise ShapeError(f"reference image must be (H, W, 3) RGB, got {tuple(x.shape)}")
         is_uint8 = x.dtype == torch.uint8
@@ -384,14 +380,9 @@ class VExpressPipeline:
     # ------------------------------------------------------------------------------------------------------------
     def __call__(self, reference_image: Any, audio: Any, *, driving: Any | None = None,
                  kps: np.ndarray | torch.Tensor | None = None, retarget: str | None = None,
-                 height: int = 512, width: int = 512, fps: float = 30.0, num_inference_steps: int | None = None,
-                 guidance_scale: float = 3.5, audio_guidance_scale: float | None = None,
-                 reference_attention_weight: float = 0.95, audio_attention_weight: float = 3.0,
-                 context_frames: int = 24, context_overlap: int = 4, seed: int | torch.Generator | None = 42,
-                 sampler: str | Any | None = None, median_filter: bool = True, decode_chunk_size: int = 8,
-                 crop: str = "auto", crop_scale: float | None = None, output_path: str | os.PathLike | None = None,
-                 return_frames: bool | None = None, return_latents: bool = False, progress: bool = True
-                 ) -> GenerationOutput:
+                 height: int = 512, width: int = 512, fps: float = 30.0, crop: str = "auto",
+                 crop_scale: float | None = None, output_path: str | os.PathLike | None = None,
+                 **options: Any) -> GenerationOutput:
         """Generate a talking-portrait video.
 
         Args:
@@ -403,40 +394,51 @@ class VExpressPipeline:
             retarget: ``fix_face``, ``no_retarget``, ``offset_retarget``, ``naive_retarget``; default
                 ``fix_face`` without driving keypoints, ``naive_retarget`` with them.
             height, width, fps: output size and frame rate; the video has ``round(duration * fps)`` frames.
-            num_inference_steps: sampler steps (default 25 for DDIM, 12 for DPM-Solver++, 10 for UniPC).
-            guidance_scale, audio_guidance_scale: see :class:`Guidance` (official: 3.5, same for audio).
-            reference_attention_weight, audio_attention_weight: official 0.95 / 3.0.
-            context_frames, context_overlap: context windows (official 24 / 4).
-            seed: initial-noise seed or a CPU generator.
-            sampler: override the pipeline's sampler for this call.
-            median_filter: official 3x3x3 anti-flicker post-processing.
-            decode_chunk_size: frames per VAE decode call.
             crop: ``face`` (crop around the face), ``none`` (use the photo as framed) or ``auto`` (``face``
                 unless keypoint-file driving with ``no_retarget``, which refers to the photo as framed).
             crop_scale: crop side / face-box side (default 1.9, the official samples' framing).
             output_path: write an H.264 + AAC MP4 here (atomically; checked for writability before any work).
-            return_frames: keep the frames in memory (default: True unless ``output_path`` is given).
-            return_latents: keep the final latents.
-            progress: show progress bars.
+            **options: sampling and output options of :meth:`generate` (``num_inference_steps``,
+                ``guidance_scale``, ``audio_guidance_scale``, ``reference_attention_weight``,
+                ``audio_attention_weight``, ``context_frames``, ``context_overlap``, ``seed``, ``sampler``,
+                ``median_filter``, ``decode_chunk_size``, ``return_frames``, ``return_latents``, ``progress``).
         """
-        from vexpress.kps.retarget import resample_kps, retarget_kps
-        from vexpress.pipelines.inputs import CROP_SCALE, is_kps_file, load_driving, prepare_reference
+        self.check_inputs(height=height, width=width, fps=fps, retarget=retarget,
+                          **{k: v for k, v in options.items() if k in _CHECKED})
+        out_path = None
+        if output_path is not None:
+            from vexpress.utils.io import check_writable
 
+            out_path = check_writable(output_path, "output video")
+        inputs = prepare_inputs(reference_image, audio, driving=driving, kps=kps, retarget=retarget,
+                                height=height, width=width, fps=fps, crop=crop, crop_scale=crop_scale,
+                                face_analyzer=self.face_analyzer)
+        return self.generate(inputs, output_path=out_path, **options)
+
+    def generate(self, inputs: "PreparedInputs", *, num_inference_steps: int | None = None,
+                 guidance_scale: float = 3.5, audio_guidance_scale: float | None = None,
+                 reference_attention_weight: float = 0.95, audio_attention_weight: float = 3.0,
+                 context_frames: int = 24, context_overlap: int = 4, seed: int | torch.Generator | None = 42,
+                 sampler: str | Any | None = None, median_filter: bool = True, decode_chunk_size: int = 8,
+                 output_path: str | os.PathLike | None = None, crf: int = 18, return_frames: bool | None = None,
+                 return_latents: bool = False, progress: bool = True) -> GenerationOutput:
+        """Generate from prepared inputs (:func:`prepare_inputs`); see :meth:`__call__` for the options.
+
+        ``num_inference_steps`` defaults to 25 for DDIM, 12 for DPM-Solver++, 10 for UniPC. Official sampling
+        defaults: guidance 3.5 (same for audio), reference / audio attention weights 0.95 / 3.0, windows 24 / 4,
+        seed 42, median filter on.
+        """
         t0 = time.perf_counter()
         sampler = self.sampler if sampler is None else sampler
         name = sampler if isinstance(sampler, str) else sampler_name(sampler)
         steps = num_inference_steps if num_inference_steps is not None else DEFAULT_STEPS.get(name, 25)
         guidance = Guidance(float(guidance_scale), None if audio_guidance_scale is None
                             else float(audio_guidance_scale))
-        has_driving = driving is not None or kps is not None
-        strategy = retarget if retarget is not None else ("naive_retarget" if has_driving else "fix_face")
+        height, width, fps, num_frames = inputs.height, inputs.width, inputs.fps, inputs.num_frames
         self.check_inputs(height=height, width=width, fps=fps, num_inference_steps=steps,
-                          context_frames=context_frames, context_overlap=context_overlap, retarget=strategy,
-                          guidance=guidance, reference_attention_weight=reference_attention_weight,
+                          context_frames=context_frames, context_overlap=context_overlap,
+                          reference_attention_weight=reference_attention_weight,
                           audio_attention_weight=audio_attention_weight, decode_chunk_size=decode_chunk_size)
-        if strategy != "fix_face" and not has_driving:
-            raise InputError(f"retarget={strategy} needs a driving video or keypoint file (driving=...); "
-                             "use retarget=fix_face for a still head")
         if self.vae is None:
             raise WeightsError("this pipeline has no VAE; build it with one (from_export / from_official)")
         out_path = None
@@ -444,41 +446,11 @@ class VExpressPipeline:
             from vexpress.utils.io import check_writable
 
             out_path = check_writable(output_path, "output video")
-        if crop == "auto":
-            file_driving = kps is not None or (driving is not None and (
-                not isinstance(driving, (str, os.PathLike)) or is_kps_file(driving)))
-            crop = "none" if (strategy == "no_retarget" and file_driving) else "face"
-        notes: list[str] = []
-
-        # ---- inputs ----------------------------------------------------------------------------------------
-        wave16, mux_audio, mux_rate = _load_audio(audio)
-        duration = wave16.shape[0] / AUDIO_RATE
-        num_frames = max(1, int(round(duration * fps)))
-        ref = prepare_reference(reference_image, width, height, self.face_analyzer, crop=crop,
-                                crop_scale=crop_scale or CROP_SCALE)
-        notes += ref.notes
-        missing: list[int] = []
-        if strategy == "fix_face":
-            result = retarget_kps("fix_face", ref.kps, num_frames=num_frames)
-        else:
-            if kps is not None:
-                drv_kps, drv_fps = np.asarray(kps.cpu() if hasattr(kps, "cpu") else kps, np.float32), None
-            else:
-                drv = load_driving(driving, width, height, crop=crop, crop_scale=crop_scale or CROP_SCALE,
-                                   max_seconds=duration + 1.0)
-                drv_kps, drv_fps = drv.kps, drv.fps
-                notes += drv.notes
-                missing = drv.missing
-            drv_kps = resample_kps(drv_kps, num_frames, drv_fps, fps)
-            result = retarget_kps(strategy, ref.kps, drv_kps, num_frames)
-            notes += result.notes
-        kps_seq = result.kps
-        t_inputs = time.perf_counter()
 
         # ---- conditions ------------------------------------------------------------------------------------
-        bank, _ = self.encode_reference(ref.image)
-        audio_cond = self.encode_audio(wave16, num_frames)
-        kps_cond = self.encode_kps(kps_seq, height, width)
+        bank, _ = self.encode_reference(inputs.reference.image)
+        audio_cond = self.encode_audio(inputs.waveform, num_frames)
+        kps_cond = self.encode_kps(inputs.kps, height, width)
         latents = self.prepare_latents(num_frames, height, width, seed)
         t_enc = time.perf_counter()
 
@@ -489,6 +461,7 @@ class VExpressPipeline:
             reference_attention_weight=reference_attention_weight, audio_attention_weight=audio_attention_weight,
             scheduler=self.make_scheduler(sampler), progress=progress,
         )
+        distinct = kps_cond.num_distinct
         del bank, audio_cond, kps_cond
         t_denoise = time.perf_counter()
 
@@ -503,7 +476,7 @@ class VExpressPipeline:
         if out_path is not None:
             from vexpress.pipelines.video_io import VideoWriter
 
-            with VideoWriter(out_path, fps, width, height, mux_audio, mux_rate) as writer:
+            with VideoWriter(out_path, fps, width, height, inputs.mux_audio, inputs.mux_rate, crf=crf) as writer:
                 for chunk in chunks:
                     writer.write(chunk)
                     if keep:
@@ -514,22 +487,143 @@ class VExpressPipeline:
         t_end = time.perf_counter()
 
         info = {
-            "num_frames": num_frames, "fps": float(fps), "duration_s": duration,
-            "official_num_frames": official_grid_length(duration, fps, context_frames, context_overlap),
+            **inputs.info(),
             "windows": len(context_windows(num_frames, context_frames, context_overlap)),
-            "branches": list(guidance.branches), "sampler": name, "steps": steps, "retarget": strategy,
-            "crop": crop, "crop_box": [float(v) for v in ref.box], "num_faces": ref.num_faces,
-            "anchor_frame": result.anchor, "scale": result.scale, "missing_driving_frames": missing,
-            "distinct_kps": int(len(np.unique(kps_seq.reshape(num_frames, -1), axis=0))),
-            "seconds": {"inputs": t_inputs - t0, "encode": t_enc - t_inputs, "denoise": t_denoise - t_enc,
-                        "decode_write": t_end - t_denoise, "total": t_end - t0},
-            "notes": notes,
+            "official_num_frames": official_grid_length(inputs.duration, fps, context_frames, context_overlap),
+            "branches": list(guidance.branches), "sampler": name, "steps": steps, "distinct_kps": distinct,
+            "seconds": {"inputs": inputs.seconds, "encode": t_enc - t0, "denoise": t_denoise - t_enc,
+                        "decode_write": t_end - t_denoise, "total": inputs.seconds + t_end - t0},
         }
-        log.info("generated %d frames at %g fps in %.1f s (%.2f frames/s)", num_frames, fps, t_end - t0,
-                 num_frames / max(t_end - t0, 1e-9))
-        mux = torch.from_numpy(np.ascontiguousarray(mux_audio)) if mux_audio is not None else None
-        return GenerationOutput(frames=frames, fps=float(fps), audio=mux, sample_rate=mux_rate, kps=kps_seq,
-                                latents=latents if return_latents else None, path=out_path, info=info)
+        log.info("generated %d frames at %g fps in %.1f s (%.3f frames/s)", num_frames, fps,
+                 info["seconds"]["total"], num_frames / max(info["seconds"]["total"], 1e-9))
+        mux = torch.from_numpy(np.ascontiguousarray(inputs.mux_audio)) if inputs.mux_audio is not None else None
+        return GenerationOutput(frames=frames, fps=float(fps), audio=mux, sample_rate=inputs.mux_rate,
+                                kps=inputs.kps, latents=latents if return_latents else None, path=out_path,
+                                info=info)
+
+
+def check_options(*, height: int = 512, width: int = 512, fps: float = 30.0, num_inference_steps: int | None = 25,
+                  context_frames: int = 24, context_overlap: int = 4, retarget: str | None = None,
+                  reference_attention_weight: float = 1.0, audio_attention_weight: float = 1.0,
+                  decode_chunk_size: int = 8, latent_downscale: int = 8, max_context_frames: int = 32) -> None:
+    """Validate generation options (one-line :class:`InputError` naming the option and the fix); needs no model."""
+    from vexpress.kps.retarget import STRATEGIES
+
+    down = int(latent_downscale)
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, (int, np.integer)) or value < 8 * down or value % max(down, 2):
+            raise InputError(f"{name}={value} is not supported: use a multiple of {max(down, 2)} of at least "
+                             f"{8 * down} pixels (512 for the official model)")
+    if not (isinstance(fps, (int, float, np.number)) and 1.0 <= float(fps) <= 120.0):
+        raise InputError(f"fps={fps} is out of range; use a frame rate between 1 and 120 (official: 30)")
+    if num_inference_steps is not None and (not isinstance(num_inference_steps, (int, np.integer))
+                                            or num_inference_steps < 1):
+        raise InputError(f"num_inference_steps={num_inference_steps} must be a positive integer")
+    if not isinstance(context_frames, (int, np.integer)) or not 1 <= context_frames <= max_context_frames:
+        raise InputError(f"context_frames={context_frames} must be in [1, {max_context_frames}] (the motion "
+                         "modules' positional encoding length); official: 24")
+    if not isinstance(context_overlap, (int, np.integer)) or not 0 <= context_overlap < context_frames:
+        raise InputError(f"context_overlap={context_overlap} must be in [0, context_frames); official: 4")
+    if retarget is not None and retarget not in STRATEGIES:
+        raise InputError(f"unknown retarget strategy {retarget!r}; choose one of {', '.join(STRATEGIES)}")
+    for name, value in (("reference_attention_weight", reference_attention_weight),
+                        ("audio_attention_weight", audio_attention_weight)):
+        if not math.isfinite(float(value)):
+            raise InputError(f"{name} must be a finite number, got {value}")
+    if not isinstance(decode_chunk_size, (int, np.integer)) or decode_chunk_size < 1:
+        raise InputError(f"decode_chunk_size={decode_chunk_size} must be a positive integer")
+
+
+_CHECKED = ("num_inference_steps", "context_frames", "context_overlap", "reference_attention_weight",
+            "audio_attention_weight", "decode_chunk_size")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class PreparedInputs:
+    """Everything generation needs from the user's files, made before any model work (cheap to validate)."""
+
+    reference: Any  # vexpress.pipelines.inputs.PreparedReference
+    waveform: torch.Tensor  # (S,) 16 kHz mono, for the audio encoder
+    mux_audio: np.ndarray | None  # (channels, S) at mux_rate, muxed into the output
+    mux_rate: int
+    duration: float
+    fps: float
+    height: int
+    width: int
+    kps: np.ndarray  # (T, 3, 2) output pixels, after retargeting
+    retarget: str
+    crop: str
+    anchor: int | None = None
+    scale: tuple[float, float] | None = None
+    missing: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.kps.shape[0])
+
+    def info(self) -> dict[str, Any]:
+        return {"num_frames": self.num_frames, "fps": float(self.fps), "duration_s": self.duration,
+                "retarget": self.retarget, "crop": self.crop, "crop_box": [float(v) for v in self.reference.box],
+                "num_faces": self.reference.num_faces, "anchor_frame": self.anchor, "scale": self.scale,
+                "missing_driving_frames": list(self.missing), "notes": list(self.notes)}
+
+
+def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = None,
+                   kps: np.ndarray | torch.Tensor | None = None, retarget: str | None = None, height: int = 512,
+                   width: int = 512, fps: float = 30.0, crop: str = "auto", crop_scale: float | None = None,
+                   face_analyzer: Callable | None = None) -> PreparedInputs:
+    """Load and check the user's inputs (no network needed): reference crop + keypoints, audio, driving keypoints
+    retargeted and resampled to ``round(duration * fps)`` frames. Raises one-line :class:`InputError` s."""
+    from vexpress.kps.retarget import resample_kps, retarget_kps
+    from vexpress.pipelines.inputs import CROP_SCALE, is_kps_file, load_driving, prepare_reference
+
+    t0 = time.perf_counter()
+    has_driving = driving is not None or kps is not None
+    strategy = retarget if retarget is not None else ("naive_retarget" if has_driving else "fix_face")
+    if strategy != "fix_face" and not has_driving:
+        raise InputError(f"retarget={strategy} needs a driving video or keypoint file (driving=...); "
+                         "use retarget=fix_face for a still head")
+    if crop == "auto":
+        file_driving = kps is not None or (driving is not None and (
+            not isinstance(driving, (str, os.PathLike)) or is_kps_file(driving)))
+        crop = "none" if (strategy == "no_retarget" and file_driving) else "face"
+    if crop not in ("face", "none"):
+        raise InputError(f"crop={crop!r} is not supported; use auto, face or none")
+    scale = float(crop_scale) if crop_scale else CROP_SCALE
+    if not 1.0 <= scale <= 10.0:
+        raise InputError(f"crop_scale={crop_scale} must be between 1 and 10 (crop side / face-box side; 1.9)")
+
+    # audio first (cheap, and its length fixes the frame count), then the photo, then the driving input
+    wave16, mux_audio, mux_rate = _load_audio(audio)
+    duration = wave16.shape[0] / AUDIO_RATE
+    num_frames = max(1, int(round(duration * fps)))
+    ref = prepare_reference(reference_image, width, height, face_analyzer, crop=crop, crop_scale=scale)
+    notes = list(ref.notes)
+    missing: list[int] = []
+    if strategy == "fix_face":
+        if has_driving:
+            notes.append("retarget=fix_face ignores the driving input (still head)")
+        result = retarget_kps("fix_face", ref.kps, num_frames=num_frames)
+    else:
+        if kps is not None:
+            drv_kps = np.asarray(kps.detach().cpu() if hasattr(kps, "detach") else kps, dtype=np.float32)
+            drv_fps = None
+        else:
+            drv = load_driving(driving, width, height, crop=crop, crop_scale=scale, max_seconds=duration + 1.0)
+            drv_kps, drv_fps = drv.kps, drv.fps
+            notes += drv.notes
+            missing = drv.missing
+        result = retarget_kps(strategy, ref.kps, resample_kps(drv_kps, num_frames, drv_fps, fps), num_frames)
+        notes += result.notes
+    return PreparedInputs(reference=ref, waveform=wave16, mux_audio=mux_audio, mux_rate=mux_rate, duration=duration,
+                          fps=float(fps), height=int(height), width=int(width), kps=result.kps, retarget=strategy,
+                          crop=crop, anchor=result.anchor, scale=result.scale, missing=missing, notes=notes,
+                          seconds=time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
