@@ -1,0 +1,93 @@
+"""End to end with a tiny real model (random weights): frame counts, fps, files, guidance, retargeting, samplers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vexpress.data.video import probe_video
+from vexpress.pipelines.guidance import Guidance
+from vexpress.pipelines.schedulers import make_scheduler
+from vexpress.pipelines.vexpress_pipeline import prepare_inputs
+
+FAST = dict(height=64, width=64, num_inference_steps=2, context_frames=8, context_overlap=2, progress=False)
+
+
+def test_short_audio_keeps_every_frame_and_writes_an_mp4(tiny_pipe, sample_ref, wav_file, tmp_path):
+    audio = wav_file(0.3)  # the official code crashes below 0.8 s
+    out = tiny_pipe(sample_ref, audio, fps=25, output_path=tmp_path / "v.mp4", return_frames=True, **FAST)
+    assert out.frames.shape == (round(0.3 * 25), 64, 64, 3) and out.frames.dtype == torch.uint8
+    info = probe_video(out.path)
+    assert info.num_frames == out.frames.shape[0] and info.fps == pytest.approx(25.0) and info.has_audio
+    assert out.info["windows"] == 1 and out.info["official_num_frames"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "v.mp4"]  # nothing temporary left
+
+
+def test_frame_count_and_fps_for_any_length(tiny_pipe, sample_ref, wav_file):
+    # 2.13 s at 30 fps: 64 frames kept (the official grid would keep 44 and change the fps)
+    out = tiny_pipe(sample_ref, wav_file(2.13), fps=30, num_inference_steps=1, height=64, width=64,
+                    context_frames=24, context_overlap=4, median_filter=False, progress=False)
+    assert out.frames.shape[0] == round(2.13 * 30) == out.num_frames
+    assert out.fps == 30.0 and out.info["official_num_frames"] == 44
+    assert out.info["windows"] == 3
+
+
+def test_silent_audio_is_fine(tiny_pipe, sample_ref, wav_file):
+    out = tiny_pipe(sample_ref, wav_file(1.0, silent=True), fps=10, **FAST)
+    assert out.frames.shape[0] == 10 and torch.isfinite(out.frames.float()).all()
+
+
+def test_deterministic_given_the_seed_and_sensitive_to_it(tiny_pipe, sample_ref, wav_file):
+    inputs = prepare_inputs(sample_ref, wav_file(0.5), height=64, width=64, fps=12)
+    a = tiny_pipe.generate(inputs, seed=3, **{k: v for k, v in FAST.items() if k not in ("height", "width")})
+    b = tiny_pipe.generate(inputs, seed=3, **{k: v for k, v in FAST.items() if k not in ("height", "width")})
+    c = tiny_pipe.generate(inputs, seed=4, **{k: v for k, v in FAST.items() if k not in ("height", "width")})
+    assert torch.equal(a.frames, b.frames) and not torch.equal(a.frames, c.frames)
+
+
+def test_fix_face_encodes_one_distinct_keypoint_set(tiny_pipe, sample_ref, wav_file):
+    out = tiny_pipe(sample_ref, wav_file(0.6), fps=10, **FAST)
+    assert out.info["retarget"] == "fix_face" and out.info["distinct_kps"] == 1
+    assert np.allclose(out.kps, out.kps[:1])
+    assert out.info["branches"] == ["uncond", "cond"]
+
+
+def test_driving_keypoints_and_retarget(tiny_pipe, sample_ref, wav_file):
+    # driving keypoints in 512x512 file coordinates, moving right; naive_retarget by default
+    base = np.array([[200.0, 220.0], [300.0, 220.0], [250.0, 280.0]], np.float32)
+    drv = np.stack([base + [4.0 * t, 0.0] for t in range(12)])
+    out = tiny_pipe(sample_ref, wav_file(1.0), driving=drv, fps=12, **FAST)
+    assert out.info["retarget"] == "naive_retarget" and out.num_frames == 12
+    assert out.kps[-1, 2, 0] > out.kps[0, 2, 0]  # the head moves right as the driver does
+    assert out.info["distinct_kps"] == 12
+
+
+def test_separate_audio_guidance_runs_three_branches(tiny_pipe, sample_ref, wav_file):
+    out = tiny_pipe(sample_ref, wav_file(0.4), fps=10, guidance_scale=2.0, audio_guidance_scale=4.0, **FAST)
+    assert out.info["branches"] == ["uncond", "no_audio", "cond"]
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmpp", "unipc"])
+def test_samplers_denoise_to_finite_latents(tiny_pipe, name):
+    g = torch.Generator().manual_seed(0)
+    num_frames = 10
+    latents = torch.randn(1, 4, num_frames, 8, 8, generator=g)
+    bank = tiny_pipe.net.encode_reference(torch.randn(1, 4, 8, 8, generator=g))
+    audio = tiny_pipe.encode_audio(torch.randn(30, tiny_pipe.net.config.audio_embedding_dim, generator=g),
+                                   num_frames, features=True)
+    kps = tiny_pipe.encode_kps(np.tile(np.array([[20.0, 25], [44, 25], [32, 40]], np.float32), (num_frames, 1, 1)),
+                               64, 64)
+    seen = []
+    out = tiny_pipe.denoise(latents, bank, audio, kps, num_inference_steps=4, guidance=Guidance(3.5),
+                            context_frames=6, context_overlap=2, scheduler=make_scheduler(name),
+                            callback_on_step_end=lambda i, t, x: seen.append(int(t)), progress=False)
+    assert out.shape == latents.shape and torch.isfinite(out).all()
+    assert len(seen) == 4 and seen[0] == 999
+
+
+def test_official_ddim_timesteps():
+    sched = make_scheduler("ddim")
+    sched.set_timesteps(25)
+    ts = sched.timesteps.tolist()
+    assert ts[0] == 999 and ts[-1] == 39 and ts[1] == 959  # spec §5.1: [999, 959, ..., 79, 39]
