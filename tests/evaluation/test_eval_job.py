@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.metrics._tiny import TinyImageExtractor, save_tiny_i3d
+from tests.metrics._tiny import TinyImageExtractor, save_tiny_arcface, save_tiny_i3d
 from vexpress.evaluation.media import Video
 from vexpress.evaluation.pairs import pairs_from_records
 from vexpress.evaluation.runner import GT_ROW, evaluate_videos
@@ -21,6 +21,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(SyncNetV2().state_dict(), d / "syncnet_v2.model")  # random SyncNet, original parameter names
     save_tiny_i3d(d / "i3d_torchscript.pt")
+    save_tiny_arcface(d / "arcface.pt")
     return d
 
 
@@ -33,7 +34,7 @@ def _degraded(frames, seed):
 def _specs(weights):
     return [FIDSpec(extractor=TinyImageExtractor()), FVDSpec(weights_path=str(weights / "i3d_torchscript.pt")),
             SyncNetSpec(weights_path=str(weights / "syncnet_v2.model")), KpsDisSpec(), LMDSpec(), LipSyncSpec(),
-            IdentitySpec(), SyntheticSpec(frame_stride=4, fit_pose=False)]
+            IdentitySpec(arcface_path=str(weights / "arcface.pt")), SyntheticSpec(frame_stride=4, fit_pose=False)]
 
 
 @pytest.mark.slow
@@ -49,15 +50,17 @@ def test_eval_job_end_to_end_with_gt_row_and_resume(synth_records, weights, tmp_
     model, gt = res.summary["noisy"], res.summary[GT_ROW]
     assert model["fid"] > 0 and model["fvd"] > 0 and "fid" not in gt
     assert model["fid_n_real"] == model["fid_n_fake"] == sum(r.num_frames for r in recs)
-    for col in ("lse_d", "lse_c", "kps_dis", "lmd", "lmd_aligned", "lip_r0", "id_proxy_shape_err", "mouth_err"):
+    for col in ("lse_d", "lse_c", "kps_dis", "lmd", "lmd_aligned", "lip_r0", "id_proxy_shape_err", "mouth_err",
+                "face_sim"):
         assert np.isfinite(model[col]) and np.isfinite(gt[col]), col
     assert gt["lmd"] == pytest.approx(0.0, abs=1e-9)  # the ground truth against itself, by the same code
     assert gt["mouth_err"] < 0.05 and gt["lip_r_best"] > 0.3
     assert len(res.rows) == 4
+    assert -1.0 <= model["face_sim"] <= 1.0 and model["delta_face_sim"] >= 0.0
     proto = res.protocol
     assert proto["fvd"]["clip_frames"] == 16 and proto["syncnet"]["fps"] == 25 and proto["fid"]["frames"]
     roles = {w["role"] for w in res.weights}
-    assert {"SyncNet", "FVD I3D"} <= roles and all(len(w["sha256"]) == 64 and w["size_bytes"] > 0
+    assert {"SyncNet", "FVD I3D", "ArcFace"} <= roles and all(len(w["sha256"]) == 64 and w["size_bytes"] > 0
                                                    for w in res.weights)
 
     paths = res.write(out)

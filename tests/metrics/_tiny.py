@@ -64,3 +64,23 @@ def save_tiny_i3d(path: Path, seed: int = 0) -> Path:
     scripted = torch.jit.script(TinyI3D(seed).eval())
     torch.jit.save(scripted, str(path))
     return path
+
+
+class TinyArcFace(nn.Module):
+    """Seeded CNN with the ArcFace contract: (N, 3, 112, 112) RGB in [-1, 1] -> (N, 32) embeddings."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, 32, 8, stride=8)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(x)).mean(dim=(2, 3))
+
+
+def save_tiny_arcface(path: Path, seed: int = 0) -> Path:
+    torch.jit.save(torch.jit.script(TinyArcFace(seed).eval()), str(path))
+    return path

@@ -51,9 +51,10 @@ def _table_columns(columns: Dict[str, str], summary: Dict[str, Dict[str, Any]]) 
     return cols + (["clips"] if "clips" in present else [])
 
 
-def markdown_table(summary: Dict[str, Dict[str, Any]], columns: Dict[str, str], row_order: Sequence[str]) -> str:
+def markdown_table(summary: Dict[str, Dict[str, Any]], columns: Dict[str, str], row_order: Sequence[str],
+                   first: str = "row") -> str:
     cols = _table_columns(columns, summary)
-    head = "| row | " + " | ".join(LABELS.get(c, c) + ARROWS.get(columns.get(c, "info"), "") for c in cols) + " |"
+    head = f"| {first} | " + " | ".join(LABELS.get(c, c) + ARROWS.get(columns.get(c, "info"), "") for c in cols) + " |"
     sep = "|---|" + "---:|" * len(cols)
     lines = [head, sep]
     for label in row_order:
@@ -215,8 +216,12 @@ def comparison_rows(summaries: Iterable[str | os.PathLike | Dict[str, Any]]) -> 
                 gt_seen.append(row)
                 rows.append({"run": "ground truth" if len(gt_seen) == 1 else f"ground truth ({data['run']})", **row})
             else:
-                rows.append({"run": label, **row, **{k: v for k, v in data.get("controls", {}).items()
-                                                     if label == data["run"]}})
+                name = label
+                if any(r["run"] == name for r in rows):
+                    where = Path(item).parent.name if not isinstance(item, dict) else str(len(rows))
+                    name = f"{label} ({where})"
+                rows.append({"run": name, **row, **{k: v for k, v in data.get("controls", {}).items()
+                                                    if label == data["run"]}})
     gt_rows = [r for r in rows if r["run"].startswith("ground truth")]
     return [r for r in rows if not r["run"].startswith("ground truth")] + gt_rows, columns
 
@@ -238,7 +243,7 @@ def write_comparison(summaries: Iterable[str | os.PathLike | Dict[str, Any]], ou
         for k in r:
             if k.endswith("_shuffled_over_correct"):
                 all_cols[k] = "max"
-    md = [f"# {title}", "", markdown_table(summary, all_cols, [r["run"] for r in rows]), ""]
+    md = [f"# {title}", "", markdown_table(summary, all_cols, [r["run"] for r in rows], first="run"), ""]
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
         fh.write("\n".join(md))
     return paths

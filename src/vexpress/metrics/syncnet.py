@@ -124,9 +124,9 @@ def _read_syncnet_object(path) -> Any:
         except Exception as err:  # noqa: BLE001
             msg = str(first_err).strip().splitlines()[0][:160]
             raise WeightsError(
-                f"cannot read SyncNet weights {path} safely ({msg}); convert it once to a state dict inside a "
-                "syncnet_python checkout: torch.save(torch.load('syncnet_v2.model').state_dict() if hasattr(..., "
-                "'state_dict') else ..., 'syncnet_v2_state.pth') and point metrics.syncnet.weights_path at it"
+                f"cannot read SyncNet weights {path} safely ({msg}); convert it once inside a syncnet_python checkout "
+                "with torch.save(torch.load('data/syncnet_v2.model').state_dict(), 'syncnet_v2_sd.pth') and set "
+                "metrics.syncnet.weights_path to that file"
             ) from err
     except Exception as err:  # noqa: BLE001
         msg = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
