@@ -68,6 +68,7 @@ class _Evil:
         return (print, ("this must never run",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_arbitrary_pickles_are_refused(tmp_path, capsys):
     buf = io.BytesIO()
     pickle.dump({"netfcaud.0.weight": _Evil()}, buf)

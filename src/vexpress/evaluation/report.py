@@ -207,7 +207,8 @@ def comparison_rows(summaries: Iterable[str | os.PathLike | Dict[str, Any]]) -> 
     columns: Dict[str, str] = {}
     gt_seen: List[Dict[str, Any]] = []
     for item in summaries:
-        data = item if isinstance(item, dict) else json.loads(Path(item).read_text())
+        data = item if isinstance(item, dict) else {**json.loads(Path(item).read_text()),
+                                                     "_where": Path(item).parent.name}
         columns.update(data.get("columns", {}))
         for label, row in data.get("summary", {}).items():
             if label == "ground truth":
@@ -218,7 +219,7 @@ def comparison_rows(summaries: Iterable[str | os.PathLike | Dict[str, Any]]) -> 
             else:
                 name = label
                 if any(r["run"] == name for r in rows):
-                    where = Path(item).parent.name if not isinstance(item, dict) else str(len(rows))
+                    where = data.get("_where", str(len(rows)))
                     name = f"{label} ({where})"
                 rows.append({"run": name, **row, **{k: v for k, v in data.get("controls", {}).items()
                                                     if label == data["run"]}})
@@ -229,12 +230,20 @@ def comparison_rows(summaries: Iterable[str | os.PathLike | Dict[str, Any]]) -> 
 def write_comparison(summaries: Iterable[str | os.PathLike | Dict[str, Any]], output_dir: str | os.PathLike,
                      title: str = "Evaluation comparison") -> Dict[str, Path]:
     """Write ``comparison.{json,csv,md}`` (one table over runs, ground-truth row last) into ``output_dir``."""
-    rows, columns = comparison_rows(summaries)
+    datas = []
+    for item in summaries:
+        if isinstance(item, dict):
+            datas.append(item)
+        else:
+            datas.append({**json.loads(Path(item).read_text()), "_where": Path(item).parent.name})
+    rows, columns = comparison_rows(datas)
     if not rows:
         raise InputError(f"no evaluation summaries to compare under {output_dir}")
     out = Path(output_dir)
     paths = {"json": out / f"{COMPARISON}.json", "csv": out / f"{COMPARISON}.csv", "markdown": out / f"{COMPARISON}.md"}
-    write_json(paths["json"], {"rows": rows, "columns": columns})
+    runs = [{"run": d.get("run"), "protocol": d.get("protocol", {}), "weights": d.get("weights", []),
+             "skipped": d.get("skipped", {}), "inputs": d.get("inputs", {}), "meta": d.get("meta", {})} for d in datas]
+    write_json(paths["json"], {"rows": rows, "columns": columns, "runs": runs})
     with atomic_open(paths["csv"], "w", encoding="utf-8", newline="") as fh:
         fh.write(per_clip_csv(rows))
     summary = {r["run"]: {k: v for k, v in r.items() if k != "run"} for r in rows}
@@ -244,6 +253,23 @@ def write_comparison(summaries: Iterable[str | os.PathLike | Dict[str, Any]], ou
             if k.endswith("_shuffled_over_correct"):
                 all_cols[k] = "max"
     md = [f"# {title}", "", markdown_table(summary, all_cols, [r["run"] for r in rows], first="run"), ""]
+    protocols = {json.dumps(r["protocol"], sort_keys=True, default=str) for r in runs}
+    md += ["## Protocol", ""]
+    if len(protocols) > 1:
+        md.append("**The runs used different metric settings; compare with care.**")
+        md.append("")
+    for r in runs if len(protocols) > 1 else runs[:1]:
+        prefix = f"{r['run']} / " if len(protocols) > 1 else ""
+        md += [f"- **{prefix}{name}**: " + "; ".join(f"{k}: {_fmt(v)}" for k, v in proto.items())
+               for name, proto in r["protocol"].items()]
+    weights = {(w["role"], w["sha256"]): w for r in runs for w in r["weights"]}
+    if weights:
+        md += ["", "## Weight files", "", "| role | path | size (bytes) | sha256 |", "|---|---|---:|---|"]
+        md += [f"| {w['role']} | {w['path']} | {w['size_bytes']} | `{w['sha256']}` |" for w in weights.values()]
+    skipped = {k: v for r in runs for k, v in r["skipped"].items()}
+    if skipped:
+        md += ["", "## Skipped metrics", ""] + [f"- **{k}**: {v}" for k, v in skipped.items()]
+    md.append("")
     with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
         fh.write("\n".join(md))
     return paths
