@@ -91,3 +91,15 @@ def test_official_ddim_timesteps():
     sched.set_timesteps(25)
     ts = sched.timesteps.tolist()
     assert ts[0] == 999 and ts[-1] == 39 and ts[1] == 959  # spec §5.1: [999, 959, ..., 79, 39]
+
+
+def test_reference_keypoints_skip_face_detection(tiny_pipe, wav_file):
+    # a drawn "photo" that no face detector accepts, with its keypoints given (as for synthetic clips)
+    photo = np.full((96, 128, 3), 80, np.uint8)
+    kps = np.array([[50.0, 40.0], [78.0, 40.0], [64.0, 60.0]], np.float32)
+    out = tiny_pipe(photo, wav_file(0.4), reference_kps=kps, fps=10, **FAST)
+    assert out.info["crop"] == "none" and out.num_frames == 4
+    assert np.allclose(out.kps[0], kps * [64 / 128, 64 / 96])  # the photo as framed, resized to 64x64
+    cropped = prepare_inputs(photo, wav_file(0.4), reference_kps=kps, crop="face", height=64, width=64, fps=10)
+    box = cropped.reference.box
+    assert box[0] <= 50 and box[2] >= 78 and box[1] <= 40 and box[3] >= 60  # the crop keeps the face

@@ -71,10 +71,10 @@ def load_image(source: Any, what: str = "reference image") -> np.ndarray:
 def fit_box(cx: float, cy: float, side_w: float, side_h: float, img_w: int, img_h: int) -> Box:
     """Region of size (side_w, side_h) centred at (cx, cy), shrunk (keeping its aspect) and shifted to fit."""
     shrink = min(1.0, img_w / side_w, img_h / side_h)
-    bw, bh = side_w * shrink, side_h * shrink
-    x0 = min(max(cx - bw / 2, 0.0), img_w - bw)
-    y0 = min(max(cy - bh / 2, 0.0), img_h - bh)
-    return (x0, y0, x0 + bw, y0 + bh)
+    bw, bh = min(side_w * shrink, float(img_w)), min(side_h * shrink, float(img_h))
+    x0 = max(0.0, min(cx - bw / 2, img_w - bw))
+    y0 = max(0.0, min(cy - bh / 2, img_h - bh))
+    return (x0, y0, min(x0 + bw, float(img_w)), min(y0 + bh, float(img_h)))
 
 
 def face_crop_box(face_bbox: np.ndarray, img_w: int, img_h: int, out_w: int, out_h: int,
@@ -125,13 +125,40 @@ class PreparedReference:
     notes: list[str] = field(default_factory=list)
 
 
+def face_box_from_kps(kps: np.ndarray) -> np.ndarray:
+    """Approximate mediapipe face box (x1, y1, x2, y2) from the three V-Kps points.
+
+    Measured on the official sample references: the box side is ~2.75x the eye distance and its centre lies ~80 %
+    of the way from the eye midpoint to the nose tip.
+    """
+    kps = np.asarray(kps, dtype=np.float64)
+    eye_mid = (kps[0] + kps[1]) / 2
+    centre = eye_mid + 0.8 * (kps[2] - eye_mid)
+    side = max(2.75 * float(np.linalg.norm(kps[1] - kps[0])), 8.0)
+    return np.array([centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2])
+
+
 def prepare_reference(image: Any, width: int, height: int, analyzer: Callable | None = None, crop: str = "face",
-                      crop_scale: float = CROP_SCALE, what: str = "reference image") -> PreparedReference:
-    """Load the photo, find its largest face, crop around it (``crop="face"``) and resize to (height, width)."""
+                      crop_scale: float = CROP_SCALE, what: str = "reference image",
+                      kps: np.ndarray | None = None) -> PreparedReference:
+    """Load the photo, find its largest face, crop around it (``crop="face"``) and resize to (height, width).
+
+    ``kps``: the photo's (3, 2) keypoints in its own pixels, when known (e.g. a frame of a preprocessed clip, or a
+    drawn face that a face detector does not recognise); no face detection is run then.
+    """
     if crop not in ("face", "none"):
         raise InputError(f"crop must be 'face', 'none' or 'auto', got {crop!r}")
     name = str(image) if isinstance(image, (str, os.PathLike)) else what
     rgb = load_image(image, what)
+    img_h, img_w = rgb.shape[:2]
+    if kps is not None:
+        from vexpress.kps.retarget import _as_kps
+
+        points = _as_kps(kps, "reference keypoints", single=True)
+        box = face_crop_box(face_box_from_kps(points), img_w, img_h, width, height, crop_scale) \
+            if crop == "face" else full_box(img_w, img_h)
+        return PreparedReference(resize_region(rgb, box, width, height), to_output_coords(points, box, width, height),
+                                 box, (img_w, img_h), 1, [])
     if analyzer is None:
         from vexpress.preprocessing.face import FaceAnalyzer
 
@@ -148,7 +175,6 @@ def prepare_reference(image: Any, width: int, height: int, analyzer: Callable | 
         log.warning(msg)
         notes.append(msg)
     face = faces[0]
-    img_h, img_w = rgb.shape[:2]
     if crop == "face":
         box = face_crop_box(face.bbox, img_w, img_h, width, height, crop_scale)
         if (box[2] - box[0]) < 0.8 * max(face.bbox[2] - face.bbox[0], 1) * crop_scale:

@@ -381,8 +381,8 @@ class VExpressPipeline:
     def __call__(self, reference_image: Any, audio: Any, *, driving: Any | None = None,
                  kps: np.ndarray | torch.Tensor | None = None, retarget: str | None = None,
                  height: int = 512, width: int = 512, fps: float = 30.0, crop: str = "auto",
-                 crop_scale: float | None = None, output_path: str | os.PathLike | None = None,
-                 **options: Any) -> GenerationOutput:
+                 crop_scale: float | None = None, reference_kps: np.ndarray | torch.Tensor | None = None,
+                 output_path: str | os.PathLike | None = None, **options: Any) -> GenerationOutput:
         """Generate a talking-portrait video.
 
         Args:
@@ -397,6 +397,8 @@ class VExpressPipeline:
             crop: ``face`` (crop around the face), ``none`` (use the photo as framed) or ``auto`` (``face``
                 unless keypoint-file driving with ``no_retarget``, which refers to the photo as framed).
             crop_scale: crop side / face-box side (default 1.9, the official samples' framing).
+            reference_kps: the photo's (3, 2) keypoints in its own pixels; skips face detection (for frames of
+                preprocessed clips or drawn faces).
             output_path: write an H.264 + AAC MP4 here (atomically; checked for writability before any work).
             **options: sampling and output options of :meth:`generate` (``num_inference_steps``,
                 ``guidance_scale``, ``audio_guidance_scale``, ``reference_attention_weight``,
@@ -412,7 +414,7 @@ class VExpressPipeline:
             out_path = check_writable(output_path, "output video")
         inputs = prepare_inputs(reference_image, audio, driving=driving, kps=kps, retarget=retarget,
                                 height=height, width=width, fps=fps, crop=crop, crop_scale=crop_scale,
-                                face_analyzer=self.face_analyzer)
+                                reference_kps=reference_kps, face_analyzer=self.face_analyzer)
         return self.generate(inputs, output_path=out_path, **options)
 
     def generate(self, inputs: "PreparedInputs", *, num_inference_steps: int | None = None,
@@ -576,9 +578,13 @@ class PreparedInputs:
 def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = None,
                    kps: np.ndarray | torch.Tensor | None = None, retarget: str | None = None, height: int = 512,
                    width: int = 512, fps: float = 30.0, crop: str = "auto", crop_scale: float | None = None,
+                   reference_kps: np.ndarray | torch.Tensor | None = None,
                    face_analyzer: Callable | None = None) -> PreparedInputs:
     """Load and check the user's inputs (no network needed): reference crop + keypoints, audio, driving keypoints
-    retargeted and resampled to ``round(duration * fps)`` frames. Raises one-line :class:`InputError` s."""
+    retargeted and resampled to ``round(duration * fps)`` frames. Raises one-line :class:`InputError` s.
+
+    ``reference_kps`` (3, 2), in the photo's pixels, skips face detection (``crop="auto"`` then keeps the photo's
+    framing). Other arguments: see :meth:`VExpressPipeline.__call__`."""
     from vexpress.kps.retarget import resample_kps, retarget_kps
     from vexpress.pipelines.inputs import CROP_SCALE, is_kps_file, load_driving, prepare_reference
 
@@ -591,7 +597,7 @@ def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = No
     if crop == "auto":
         file_driving = kps is not None or (driving is not None and (
             not isinstance(driving, (str, os.PathLike)) or is_kps_file(driving)))
-        crop = "none" if (strategy == "no_retarget" and file_driving) else "face"
+        crop = "none" if (strategy == "no_retarget" and file_driving) or reference_kps is not None else "face"
     if crop not in ("face", "none"):
         raise InputError(f"crop={crop!r} is not supported; use auto, face or none")
     scale = float(crop_scale) if crop_scale else CROP_SCALE
@@ -602,7 +608,11 @@ def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = No
     wave16, mux_audio, mux_rate = _load_audio(audio)
     duration = wave16.shape[0] / AUDIO_RATE
     num_frames = max(1, int(round(duration * fps)))
-    ref = prepare_reference(reference_image, width, height, face_analyzer, crop=crop, crop_scale=scale)
+    ref_kps = None
+    if reference_kps is not None:
+        ref_kps = np.asarray(reference_kps.detach().cpu() if hasattr(reference_kps, "detach") else reference_kps,
+                             dtype=np.float32)
+    ref = prepare_reference(reference_image, width, height, face_analyzer, crop=crop, crop_scale=scale, kps=ref_kps)
     notes = list(ref.notes)
     missing: list[int] = []
     if strategy == "fix_face":
