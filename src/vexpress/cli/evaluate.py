@@ -63,25 +63,10 @@ def _records(cfg) -> List[Any]:
 def _generate_fn(cfg):
     from vexpress.evaluation.generate import pipeline_generate_fn
 
-    run = str(cfg.run)
-    pipeline_kwargs = {k: v for k, v in (_plain(cfg.generation.pipeline) or {}).items() if v is not None}
-    options = _plain(cfg.generation.options) or {}
-    if run == "tiny":
-        from vexpress.pipelines import VExpressPipeline
-
+    if str(cfg.run) == "tiny":
         log.warning("run=tiny: a randomly initialised tiny model (smoke test); its videos are noise")
-        pipe = VExpressPipeline.tiny(sampler=pipeline_kwargs.get("sampler", "ddim"),
-                                     device=pipeline_kwargs.get("device", "cpu"))
-
-        def generate(record, audio_record, out_path):
-            pipe(record.frames([0])[0], audio_record.audio.numpy(), kps=record.kps.numpy(), retarget="no_retarget",
-                 height=int(record.height), width=int(record.width), fps=float(record.fps), crop="none",
-                 output_path=out_path, **options)
-
-        return generate
-    if not Path(run).expanduser().exists():
-        raise InputError(f"run={run} does not exist; give a training export folder (or run=tiny for a smoke test)")
-    return pipeline_generate_fn(run, pipeline_kwargs, options)
+    return pipeline_generate_fn(str(cfg.run), _plain(cfg.generation.pipeline) or {},
+                                _plain(cfg.generation.options) or {})
 
 
 def _generation_key(cfg, records) -> str:

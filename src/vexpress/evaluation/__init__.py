@@ -26,7 +26,7 @@ _EXPORTS = {
     "write_results": "report", "log_wandb": "report", "write_comparison": "report", "comparison_rows": "report",
     "find_summaries": "report",
     "evaluate_synthetic": "synthetic", "SyntheticItem": "synthetic", "shuffled_audio_sources": "synthetic",
-    "generate_for_records": "generate",
+    "generate_for_records": "generate", "pipeline_generate_fn": "generate", "generate_fn_for_pipeline": "generate",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,13 +21,30 @@ from vexpress.errors import InputError
 GenerateFn = Callable[[Any, Any, Path], None]
 
 
+def generate_fn_for_pipeline(pipe: Any, options: Optional[Mapping[str, Any]] = None) -> GenerateFn:
+    """A ``generate_fn`` over a ready :class:`vexpress.pipelines.VExpressPipeline` (self-reconstruction protocol).
+
+    The reference keypoints are the record's first-frame keypoints (no face detection on the reference).
+    """
+    call_options = dict(options or {})
+
+    def generate(record: Any, audio_record: Any, out_path: Path) -> None:
+        reference = record.frames([0])[0]
+        kps = record.kps.numpy()
+        pipe(reference, audio_record.audio.numpy(), kps=kps, reference_kps=kps[0], retarget="no_retarget",
+             height=int(record.height), width=int(record.width), fps=float(record.fps), crop="none",
+             output_path=out_path, **call_options)
+
+    return generate
+
+
 def pipeline_generate_fn(run: str | os.PathLike, pipeline: Optional[Mapping[str, Any]] = None,
                          options: Optional[Mapping[str, Any]] = None) -> GenerateFn:
-    """A ``generate_fn`` backed by :class:`vexpress.pipelines.VExpressPipeline`.
+    """A ``generate_fn`` backed by :class:`vexpress.pipelines.VExpressPipeline` (the one place wiring them).
 
     Args:
-        run: a training export folder (or the official weights folder; then ``pipeline`` needs ``vae`` and
-            ``audio_encoder`` paths).
+        run: a training export folder, the official weights folder (then ``pipeline`` needs ``vae`` and
+            ``audio_encoder``), or ``"tiny"`` (a random tiny model: smoke tests only, its videos are noise).
         pipeline: keyword arguments of ``VExpressPipeline.from_weights`` (``vae``, ``audio_encoder``, ``sampler``,
             ``device``, ``dtype``).
         options: sampling options passed to the pipeline call (``num_inference_steps``, ``guidance_scale``,
@@ -35,16 +52,15 @@ def pipeline_generate_fn(run: str | os.PathLike, pipeline: Optional[Mapping[str,
     """
     from vexpress.pipelines import VExpressPipeline
 
-    pipe = VExpressPipeline.from_weights(Path(run).expanduser(), **dict(pipeline or {}))
-    call_options = dict(options or {})
-
-    def generate(record: Any, audio_record: Any, out_path: Path) -> None:
-        reference = record.frames([0])[0]
-        wave = audio_record.audio.numpy()
-        pipe(reference, wave, kps=record.kps.numpy(), retarget="no_retarget", height=int(record.height),
-             width=int(record.width), fps=float(record.fps), crop="none", output_path=out_path, **call_options)
-
-    return generate
+    kwargs = {k: v for k, v in dict(pipeline or {}).items() if v is not None}
+    if str(run) == "tiny":
+        pipe = VExpressPipeline.tiny(sampler=kwargs.get("sampler", "ddim"), device=kwargs.get("device", "cpu"))
+    else:
+        path = Path(run).expanduser()
+        if not path.exists():
+            raise InputError(f"run={run} does not exist; give a training export folder (or run=tiny for a smoke test)")
+        pipe = VExpressPipeline.from_weights(path, **kwargs)
+    return generate_fn_for_pipeline(pipe, options)
 
 
 def generate_for_records(
