@@ -11,7 +11,7 @@ from vexpress.pipelines.guidance import Guidance
 from vexpress.pipelines.schedulers import make_scheduler
 from vexpress.pipelines.vexpress_pipeline import prepare_inputs
 
-FAST = dict(height=64, width=64, num_inference_steps=2, context_frames=8, context_overlap=2, progress=False)
+FAST = dict(height=64, width=64, num_inference_steps=1, context_frames=8, context_overlap=2, progress=False)
 
 
 def test_short_audio_keeps_every_frame_and_writes_an_mp4(tiny_pipe, sample_ref, wav_file, tmp_path):
@@ -36,6 +36,14 @@ def test_frame_count_and_fps_for_any_length(tiny_pipe, sample_ref, wav_file):
 def test_silent_audio_is_fine(tiny_pipe, sample_ref, wav_file):
     out = tiny_pipe(sample_ref, wav_file(1.0, silent=True), fps=10, **FAST)
     assert out.frames.shape[0] == 10 and torch.isfinite(out.frames.float()).all()
+
+
+def test_odd_audio_rate_is_muxed(tiny_pipe, sample_ref, wav_file, tmp_path):
+    import av
+
+    out = tiny_pipe(sample_ref, wav_file(0.5, rate=5000), fps=10, output_path=tmp_path / "o.mp4", **FAST)
+    with av.open(str(out.path)) as c:
+        assert c.streams.audio[0].rate == 48000  # AAC has no 5 kHz mode: resampled for the file only
 
 
 def test_deterministic_given_the_seed_and_sensitive_to_it(tiny_pipe, sample_ref, wav_file):

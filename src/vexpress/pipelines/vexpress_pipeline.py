@@ -437,6 +437,8 @@ class VExpressPipeline:
         guidance = Guidance(float(guidance_scale), None if audio_guidance_scale is None
                             else float(audio_guidance_scale))
         height, width, fps, num_frames = inputs.height, inputs.width, inputs.fps, inputs.num_frames
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         self.check_inputs(height=height, width=width, fps=fps, num_inference_steps=steps,
                           context_frames=context_frames, context_overlap=context_overlap,
                           reference_attention_weight=reference_attention_weight,
@@ -493,6 +495,7 @@ class VExpressPipeline:
             "windows": len(context_windows(num_frames, context_frames, context_overlap)),
             "official_num_frames": official_grid_length(inputs.duration, fps, context_frames, context_overlap),
             "branches": list(guidance.branches), "sampler": name, "steps": steps, "distinct_kps": distinct,
+            "seed": seed if isinstance(seed, int) else None,
             "seconds": {"inputs": inputs.seconds, "encode": t_enc - t0, "denoise": t_denoise - t_enc,
                         "decode_write": t_end - t_denoise, "total": inputs.seconds + t_end - t0},
         }
@@ -683,7 +686,7 @@ def _load_audio(audio: Any) -> tuple[torch.Tensor, np.ndarray | None, int]:
         native, rate = decode_audio(audio)
         if native.shape[0] > 2:
             native = native.mean(0, keepdims=True)
-        return wave16, native, int(rate)
+        return (wave16, *_muxable(native, int(rate)))
     rate = AUDIO_RATE
     if isinstance(audio, tuple) and len(audio) == 2:
         audio, rate = audio
@@ -698,4 +701,17 @@ def _load_audio(audio: Any) -> tuple[torch.Tensor, np.ndarray | None, int]:
     if wav.numel() == 0:
         raise InputError("the audio is empty; give at least a fraction of a second of sound")
     wave16 = torch.nan_to_num(resample(wav, int(rate), AUDIO_RATE)).clamp(-1.0, 1.0).contiguous()
-    return wave16, mux, int(rate)
+    return (wave16, *_muxable(mux, int(rate)))
+
+
+#: Sample rates the AAC encoder accepts; other rates are resampled to 48 kHz for the output file.
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+def _muxable(wave: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    if rate in AAC_RATES:
+        return np.ascontiguousarray(wave, dtype=np.float32), rate
+    from vexpress.audio.io import resample
+
+    out = resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), rate, 48000)
+    return out.clamp(-1.0, 1.0).numpy(), 48000
