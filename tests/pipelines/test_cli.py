@@ -174,3 +174,10 @@ def test_console_script_exit_code(sample_ref, wav_file, tmp_path):
     assert [ln for ln in out.stderr.splitlines() if ln.startswith("error:")] == [
         f"error: reference image not found: {tmp_path}/no.jpg (check the path)"]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_wrong_audio_encoder_is_refused(export_dir, sample_ref, wav_file, tmp_path, capsys):
+    code, err = run_cli(capsys, weights=export_dir, reference_image=sample_ref, audio=wav_file(0.4),
+                        output=tmp_path / "o.mp4", **{"audio_encoder.name": "logmel", "+audio_encoder.n_mels": 40})
+    assert_user_error(code, err, "80-d")
+    assert not (tmp_path / "o.mp4").exists()

@@ -130,6 +130,13 @@ class VExpressPipeline:
             if vae.dtype != self.dtype:
                 vae = vae.to(dtype=self.dtype)
             self.vae = vae.eval().requires_grad_(False)
+        dim = getattr(audio_encoder, "dim", None)
+        if dim is not None and int(dim) != net.config.audio_embedding_dim:
+            raise WeightsError(
+                f"the audio encoder {getattr(audio_encoder, 'name', type(audio_encoder).__name__)} gives {dim}-d "
+                f"features but the model was trained on {net.config.audio_embedding_dim}-d ones; use the model's "
+                "own audio encoder (wav2vec2-base-960h for the official weights)"
+            )
         self.audio_encoder = audio_encoder
         self.sampler = sampler
         self.face_analyzer = face_analyzer
