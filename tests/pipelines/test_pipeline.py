@@ -111,3 +111,17 @@ def test_reference_keypoints_skip_face_detection(tiny_pipe, wav_file):
     cropped = prepare_inputs(photo, wav_file(0.4), reference_kps=kps, crop="face", height=64, width=64, fps=10)
     box = cropped.reference.box
     assert box[0] <= 50 and box[2] >= 78 and box[1] <= 40 and box[3] >= 60  # the crop keeps the face
+
+
+def test_training_modules_are_left_trainable():
+    """A training loop can render samples with its own modules: requires_grad flags and dtype/device are kept."""
+    from tests.helpers.tiny import tiny_net
+    from vexpress.pipelines.vexpress_pipeline import VExpressPipeline
+
+    net = tiny_net(audio_dim=80).train()
+    pipe = VExpressPipeline(net)
+    assert pipe.net is net and pipe.dtype == torch.float32 and pipe.device.type == "cpu"
+    latents = pipe.denoise(torch.randn(1, 4, 3, 8, 8), net.encode_reference(torch.randn(1, 4, 8, 8)), None, None,
+                           num_inference_steps=1, progress=False)
+    assert torch.isfinite(latents).all()
+    assert all(p.requires_grad for p in net.parameters()) and all(p.grad is None for p in net.parameters())

@@ -107,6 +107,10 @@ class VExpressPipeline:
         sampler: ``"ddim"`` (official), ``"dpmpp"``, ``"unipc"`` or a diffusers scheduler instance.
         device, dtype: where and in which precision to run (``auto``: CUDA + fp16 if available, else CPU + fp32).
         face_analyzer: callable RGB frame -> faces largest first (default: ``FaceAnalyzer`` created on demand).
+
+    The modules passed in are used in place: moved/cast only when ``device``/``dtype`` differ from theirs (by
+    default they keep their own) and switched to ``eval()``; gradients flags are left alone (every computation runs
+    under ``torch.no_grad``), so a training loop can render samples with its own modules and call ``train()`` after.
     """
 
     def __init__(self, net: torch.nn.Module, vae: Any | None = None, audio_encoder: Any | None = None,
@@ -115,7 +119,7 @@ class VExpressPipeline:
         self.device = _resolve_device(device if device is not None else net.device)
         self.dtype = _resolve_dtype(dtype if dtype is not None else (net.dtype if device is None else None),
                                     self.device)
-        self.net = net.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.net = net.to(device=self.device, dtype=self.dtype).eval()  # no requires_grad change: all under no_grad
         self.vae = None
         if vae is not None:
             if _vae_downscale(vae) != net.config.latent_downscale:
@@ -129,7 +133,7 @@ class VExpressPipeline:
             vae = vae.to(self.device)
             if vae.dtype != self.dtype:
                 vae = vae.to(dtype=self.dtype)
-            self.vae = vae.eval().requires_grad_(False)
+            self.vae = vae.eval()
         dim = getattr(audio_encoder, "dim", None)
         if dim is not None and int(dim) != net.config.audio_embedding_dim:
             raise WeightsError(
