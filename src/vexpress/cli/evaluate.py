@@ -49,8 +49,8 @@ def _records(cfg) -> List[Any]:
 
     root = Path(str(cfg.manifest)).expanduser()
     if not (root / "manifest.json").is_file():
-        raise InputError(f"manifest={root} has no manifest.json; give a preprocessed dataset folder (vexpress-preprocess"
-                         " or vexpress-synth output)")
+        raise InputError(f"manifest={root} has no manifest.json; give a preprocessed dataset folder "
+                         "(vexpress-preprocess or vexpress-synth output)")
     split = _plain(cfg.split)
     records = load_manifest(root, split=split)
     if not records:

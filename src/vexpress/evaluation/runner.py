@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from vexpress.errors import InputError
+from vexpress.errors import InputError, VExpressError
 from vexpress.evaluation.media import Video, short_hash
 from vexpress.evaluation.specs import ClipItem, MetricSpec, MetricUnavailable, build_specs
 from vexpress.utils.io import atomic_path, write_json
@@ -218,7 +218,7 @@ def evaluate_videos(
                 for spec in clip_specs:
                     try:
                         values.update(spec.clip(item, role))
-                    except InputError as err:
+                    except VExpressError as err:  # bad or unusable input for this metric: note it, go on
                         item.note(f"{pair.clip_id} ({role}): {spec.name} not scored: {err}")
                         values.update({c: None for c in spec.columns})
                 values = {k: _clean(v) for k, v in values.items()}

@@ -221,7 +221,8 @@ class FIDSpec(MetricSpec):
             if ext is None:
                 raise MetricUnavailable(
                     "FID skipped: no feature extractor; set metrics.fid.weights_path to a local "
-                    "weights-inception-2015-12-05-6726825d.pth (torch-fidelity v0.2.0 release) or metrics.fid.extractor")
+                    "weights-inception-2015-12-05-6726825d.pth (torch-fidelity v0.2.0 release) or "
+                    "metrics.fid.extractor")
         self._module = ext.eval().to(self.device)
         for p in self._module.parameters():
             p.requires_grad_(False)

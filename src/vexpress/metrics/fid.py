@@ -247,7 +247,8 @@ class FIDInceptionV3(nn.Module):
         return x.mean(dim=(2, 3)).float()
 
 
-from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: E402  (not torchmetrics.image: needs torch-fidelity)
+# not `from torchmetrics.image import ...`: that export needs torch-fidelity
+from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: E402
 
 
 class FrechetInceptionDistanceLocal(FrechetInceptionDistance):

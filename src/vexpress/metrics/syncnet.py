@@ -4,9 +4,9 @@ Protocol (written into every report by :func:`syncnet_protocol`):
 
 - video at 25 fps (other rates are resampled first, nearest-frame like ``ffmpeg -r 25``), audio 16 kHz mono with
   int16 sample values (not [-1, 1]);
-- face crops: the syncnet_python crop rule (box side and centre median-filtered over 13 frames (edge-repeating), square of side
-  2.8 s shifted down to include the mouth, grey padding 110, resized to 224x224) applied to **our mediapipe face
-  boxes** instead of S3FD tracks, so values are labelled "mediapipe-box crop";
+- face crops: the syncnet_python crop rule (box side and centre median-filtered over 13 frames, edge-repeating;
+  square of side 2.8 s shifted down to include the mouth, grey padding 110, resized to 224x224) applied to **our
+  mediapipe face boxes** instead of S3FD tracks, so values are labelled "mediapipe-box crop";
 - frames BGR, float 0..255 unnormalised; MFCC as ``python_speech_features.mfcc`` defaults;
 - windows of 5 frames / 20 MFCC columns, one per video frame up to ``min(frames, samples // 640) - 5``;
 - distances between the raw 1024-d embeddings for audio shifts of -15..15 frames, averaged over windows;
