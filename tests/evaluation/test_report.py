@@ -86,3 +86,19 @@ def test_eval_config_composes_and_builds_every_metric(tmp_path):
     ident = next(s for s in specs if s.name == "identity")
     assert ident.frame_stride == 2
     assert next(s for s in specs if s.name == "fid").weights_path.endswith("weights-inception-2015-12-05-6726825d.pth")
+
+
+def test_in_memory_frames_layouts_and_ranges():
+    import torch
+
+    from vexpress.evaluation.media import Video, as_uint8_frames
+
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, size=(4, 8, 10, 3), dtype=np.uint8)
+    unit = torch.from_numpy(ref).float() / 255.0
+    np.testing.assert_array_equal(as_uint8_frames(unit), ref)  # (T, H, W, 3) in [0, 1]
+    np.testing.assert_array_equal(as_uint8_frames(unit.permute(0, 3, 1, 2) * 2 - 1), ref)  # (T, 3, H, W), [-1, 1]
+    np.testing.assert_array_equal(as_uint8_frames(unit.permute(3, 0, 1, 2).numpy()), ref)  # (3, T, H, W)
+    assert Video(frames_=unit, fps_=25).size == (10, 8)
+    with pytest.raises(InputError, match="fps"):
+        Video(frames_=ref)

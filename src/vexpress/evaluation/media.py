@@ -33,13 +33,41 @@ def short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def as_uint8_frames(frames: Any) -> np.ndarray:
+    """Frames as (T, H, W, 3) uint8 RGB.
+
+    Accepts numpy arrays or CPU tensors laid out (T, H, W, 3), (T, 3, H, W) or (3, T, H, W) (the project's video
+    layout without the batch axis); uint8, or float in [0, 1] or [-1, 1] (a float array with negative values is
+    taken as [-1, 1]).
+    """
+    if hasattr(frames, "detach"):
+        frames = frames.detach().cpu().float().numpy() if frames.is_floating_point() else frames.detach().cpu().numpy()
+    arr = np.asarray(frames)
+    if arr.ndim == 4 and arr.shape[-1] != 3:
+        if arr.shape[1] == 3:
+            arr = arr.transpose(0, 2, 3, 1)
+        elif arr.shape[0] == 3:
+            arr = arr.transpose(1, 2, 3, 0)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise InputError(f"video frames must be (T, H, W, 3), (T, 3, H, W) or (3, T, H, W) RGB, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        if arr.size and float(arr.min()) < 0.0:
+            arr = (arr + 1.0) * 127.5
+        elif arr.size and float(arr.max()) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
 @dataclass
 class Video:
     """A video to score, from a file (decoded on first use) or from in-memory RGB frames.
 
     Attributes:
         path: video file (mp4, ...); its audio track, if any, is available through :meth:`audio`.
-        frames_: (T, H, W, 3) uint8 RGB frames given directly (then ``fps_`` is required).
+        frames_: frames given directly (then ``fps_`` is required): (T, H, W, 3), (T, 3, H, W) or (3, T, H, W),
+            uint8 or float in [0, 1] / [-1, 1] (see :func:`as_uint8_frames`).
         fps_: frame rate of ``frames_`` (read from the file otherwise).
         audio_: optional 16 kHz mono waveform that goes with ``frames_``.
     """
@@ -58,12 +86,7 @@ class Video:
             if not self.path.is_file():
                 raise InputError(f"video file not found: {self.path} (check the input folders)")
         if self.frames_ is not None:
-            arr = np.asarray(self.frames_)
-            if arr.ndim != 4 or arr.shape[-1] != 3:
-                raise InputError(f"video frames must be (T, H, W, 3) RGB uint8, got shape {arr.shape}")
-            if arr.dtype != np.uint8:
-                arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-            self.frames_ = arr
+            self.frames_ = as_uint8_frames(self.frames_)
             if self.fps_ is None:
                 raise InputError("in-memory video frames need their fps")
 

@@ -40,7 +40,8 @@ class SyntheticItem:
 
     Attributes:
         record: the clip's :class:`~vexpress.data.records.ClipRecord` (ground truth, driving keypoints, identity).
-        frames: generated (T, H, W, 3) uint8 RGB frames, or a video file path.
+        frames: generated frames ((T, H, W, 3) uint8 RGB; also (T, 3, H, W) or (3, T, H, W), float [0, 1] or
+            [-1, 1], numpy or CPU tensor), or a video file path.
         fps: frame rate of ``frames`` (default: the record's).
         audio_record: the record whose audio drove the generation; None or the record itself = correct audio.
     """
@@ -59,7 +60,7 @@ class SyntheticItem:
         if isinstance(self.frames, (str, os.PathLike)):
             video = Video(path=Path(self.frames))
         else:
-            video = Video(frames_=np.asarray(self.frames), fps_=float(self.fps or rec.fps))
+            video = Video(frames_=self.frames, fps_=float(self.fps or rec.fps))
         src = self.audio_record if self.shuffled else rec
         return ClipPair(
             clip_id=rec.id, generated=video, gt=Video(path=Path(rec.video)),
