@@ -10,6 +10,7 @@ the job then skips that metric and writes the reason into the report instead of 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field, fields
@@ -233,7 +234,7 @@ class FIDSpec(MetricSpec):
         out.pop("batch_size", None)
         if self._module is not None:
             out["extractor"] = type(self._module).__name__
-            h = __import__("hashlib").sha256()
+            h = hashlib.sha256()
             for k, v in sorted(self._module.state_dict().items()):
                 h.update(k.encode())
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
