@@ -26,7 +26,6 @@ def test_exact_frames_and_rate(tmp_path, fps):
 def test_audio_track_and_streamed_chunks(tmp_path):
     import av
 
-    g = torch.Generator().manual_seed(0)
     chunks = [torch.full((n, 16, 16, 3), 40 * i, dtype=torch.uint8) for i, n in enumerate([3, 5, 2])]
     wav = np.sin(np.arange(44100) / 44100 * 2 * np.pi * 220)[None].repeat(2, 0).astype(np.float32) * 0.3
     path = write_video(tmp_path / "a.mp4", iter(chunks), 10, wav, 44100)
@@ -37,7 +36,6 @@ def test_audio_track_and_streamed_chunks(tmp_path):
         assert abs(float(a.duration * a.time_base) - 1.0) < 0.05
     decoded = read_all_frames(path)
     assert abs(int(decoded[4].mean()) - 40) <= 3  # content survives the encode (crf 18)
-    del g
 
 
 def test_error_leaves_no_file(tmp_path):

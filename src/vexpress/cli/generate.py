@@ -1,7 +1,7 @@
 """``vexpress-generate``: a talking-portrait video from one photo and a voice.
 
     vexpress-generate weights=EXPORT reference_image=me.jpg audio=speech.mp3 output=me.mp4
-    vexpress-generate weights=EXPORT reference_image=a.jpg audio=b.wav driving=b.mp4 retarget=naive_retarget output=a.mp4
+    vexpress-generate weights=EXPORT reference_image=a.jpg audio=b.wav driving=b.mp4 output=a.mp4
     vexpress-generate weights=V_EXPRESS vae=sd-vae-ft-mse audio_encoder.path=wav2vec2-base-960h ...
     vexpress-generate --help
 
