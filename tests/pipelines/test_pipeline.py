@@ -125,3 +125,12 @@ def test_training_modules_are_left_trainable():
                            num_inference_steps=1, progress=False)
     assert torch.isfinite(latents).all()
     assert all(p.requires_grad for p in net.parameters()) and all(p.grad is None for p in net.parameters())
+
+
+def test_non_square_output_keeps_width_and_height(tiny_pipe, sample_ref, wav_file):
+    """The official code swaps width and height for non-square sizes (resize((H, W))); here they stay put."""
+    out = tiny_pipe(sample_ref, wav_file(0.3), height=64, width=96, fps=10, num_inference_steps=1,
+                    context_frames=8, context_overlap=2, progress=False)
+    assert out.frames.shape[1:] == (64, 96, 3)
+    x0, y0, x1, y1 = out.info["crop_box"]
+    assert (x1 - x0) / (y1 - y0) == pytest.approx(96 / 64, rel=1e-3)  # the crop has the output's aspect

@@ -366,9 +366,10 @@ class VExpressPipeline:
     # decoding
     # ------------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, progress: bool = False
-                       ) -> Iterator[torch.Tensor]:
-        """Yield (F, H, W, 3) uint8 RGB frame chunks on the CPU, decoding ``chunk_size`` frames at a time."""
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, progress: bool = False,
+                       to_cpu: bool = True) -> Iterator[torch.Tensor]:
+        """Yield (F, H, W, 3) uint8 RGB frame chunks (on the CPU, or on the device with ``to_cpu=False``),
+        decoding ``chunk_size`` frames at a time."""
         if self.vae is None:
             raise WeightsError("this pipeline has no VAE; build it with a VAE to decode latents")
         num_frames = latents.shape[2]
@@ -379,7 +380,8 @@ class VExpressPipeline:
                 z = latents[0, :, start:start + chunk_size].permute(1, 0, 2, 3)  # (F, 4, h, w)
                 img = self.vae.decode((z / scale).to(self.vae.dtype)).sample
                 img = ((img.float() / 2 + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)
-                yield img.permute(0, 2, 3, 1).contiguous().cpu()
+                img = img.permute(0, 2, 3, 1).contiguous()
+                yield img.cpu() if to_cpu else img
                 if bar is not None:
                     bar.update(z.shape[0])
         finally:
@@ -482,11 +484,14 @@ class VExpressPipeline:
 
         # ---- decoding + writing ----------------------------------------------------------------------------
         keep = return_frames if return_frames is not None else out_path is None
-        chunks: Iterator[torch.Tensor] = self.decode_latents(latents, decode_chunk_size, progress=progress)
+        # decode and filter on the device (the median is fast there), then hand uint8 chunks to the host
+        chunks: Iterator[torch.Tensor] = self.decode_latents(latents, decode_chunk_size, progress=progress,
+                                                             to_cpu=False)
         if median_filter:
             from vexpress.pipelines.postprocess import iter_median_filtered
 
             chunks = iter_median_filtered(chunks, num_frames, decode_chunk_size)
+        chunks = (chunk.cpu() for chunk in chunks)
         kept: list[torch.Tensor] = []
         if out_path is not None:
             from vexpress.pipelines.video_io import VideoWriter
