@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -21,6 +22,9 @@ def test_exact_frames_and_rate(tmp_path, fps):
     assert info.num_frames == 23 and (info.width, info.height) == (48, 32)
     assert abs(info.fps - fps) < 1e-6
     assert not info.has_audio
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # like a normally created file, not a private temp file
 
 
 def test_audio_track_and_streamed_chunks(tmp_path):

@@ -82,6 +82,7 @@ class VideoWriter:
 
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
+        self._tmp = tmp
         try:
             self._container = av.open(str(tmp), mode="w", format="mp4")
             stream = self._container.add_stream("libx264", rate=self.fps)
@@ -147,6 +148,7 @@ class VideoWriter:
                 self._write_audio()
             self._container.close()
             self._container = None
+            _default_permissions(self._tmp)
         except BaseException as err:
             self._abort(err)
             raise
@@ -166,6 +168,13 @@ class VideoWriter:
             except BaseException:  # noqa: BLE001 - atomic_path re-raises the error we are already handling
                 pass
             self._ctx = None
+
+
+def _default_permissions(path: Path) -> None:
+    """Give the finished file the permissions of a normally created one (temporary files are private: 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def write_video(path: str | os.PathLike, frames: torch.Tensor | np.ndarray | Iterable, fps: float | Fraction,
