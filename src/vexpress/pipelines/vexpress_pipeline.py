@@ -626,6 +626,9 @@ def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = No
     # audio first (cheap, and its length fixes the frame count), then the photo, then the driving input
     wave16, mux_audio, mux_rate = _load_audio(audio)
     duration = wave16.shape[0] / AUDIO_RATE
+    name = audio if isinstance(audio, (str, os.PathLike)) else "the audio"
+    if duration < 0.025:
+        raise InputError(f"{name} lasts {duration * 1000:.0f} ms; give at least 25 ms of sound")
     num_frames = max(1, int(round(duration * fps)))
     ref_kps = None
     if reference_kps is not None:
