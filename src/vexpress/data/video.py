@@ -20,6 +20,11 @@ import numpy as np
 from vexpress.errors import InputError
 
 
+#: Containers opened by a parent process before a fork: never touched (nor closed) in the child, where their
+#: decoder threads do not exist; kept referenced so they are not deallocated there either.
+_INHERITED: list = []
+
+
 def _first_line(err: BaseException) -> str:
     msg = [ln for ln in str(err).strip().splitlines() if ln.strip()]
     return (msg[0] if msg else type(err).__name__)[:160]
@@ -66,6 +71,7 @@ class VideoReader:
         self.path = Path(path)
         self.max_forward = int(max_forward)
         self._container = None
+        self._pid = os.getpid()
         self._pts: list[int] | None = None
         self._key: list[int] | None = None  # frame numbers of keyframes (sorted)
         self._fps: float = 0.0
@@ -132,7 +138,10 @@ class VideoReader:
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
         if self._container is not None:
-            self._container.close()
+            if self._pid == os.getpid():
+                self._container.close()
+            else:
+                _INHERITED.append(self._container)
             self._container = None
 
     def __getstate__(self):
@@ -160,7 +169,11 @@ class VideoReader:
 
     # -- decoding --------------------------------------------------------------------------------------------
     def _stream(self):
+        if self._container is not None and self._pid != os.getpid():  # forked (DataLoader worker)
+            _INHERITED.append(self._container)
+            self._container = None
         if self._container is None:
+            self._pid = os.getpid()
             self._container = _open(self.path)
             self._container.streams.video[0].thread_type = "AUTO"
         return self._container.streams.video[0]

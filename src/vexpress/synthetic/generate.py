@@ -215,7 +215,8 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | os.PathLike, workers: int 
 
 
 def default_cache_dir() -> Path:
-    """``$VEXPRESS_CACHE_DIR/synthetic`` or ``<repo>/.cache/vexpress/synthetic``."""
+    """``$VEXPRESS_CACHE_DIR/synthetic`` or ``<repo>/.cache/vexpress/synthetic`` (the training config's
+    ``${paths.cache_dir}/synthetic``)."""
     env = os.environ.get("VEXPRESS_CACHE_DIR")
     if env:
         return Path(env).expanduser() / "synthetic"
