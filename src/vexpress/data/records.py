@@ -12,7 +12,9 @@ Tensors in ``record.safetensors`` (T = frames, (x, y) pixels of the video frame)
 
     bbox            (T, 4)   float32  face box x1, y1, x2, y2
     kps             (T, 3, 2) float32 V-Kps points [left-in-image eye, right-in-image eye, nose]
-    mouth           (T, 40, 2) float32 lip landmarks (mediapipe MOUTH_LANDMARKS order: 20 outer, 20 inner)
+    mouth           (T, K, 2) float32 lip landmarks: K = 40 in mediapipe MOUTH_LANDMARKS order (20 outer, 20 inner)
+                                      for our preprocessing and synthetic clips; K = 20 (insightface 106-point
+                                      set [52:72]) for imported official preparations
     valid           (T,)     uint8    1 where exactly one face was found and the points above are measured
     audio           (S,)     float32  the clip's audio, mono 16 kHz
     audio_features  (N, D)   float32  features of the whole utterance by ``meta.audio_encoder``
@@ -236,12 +238,15 @@ def check_record_tensors(tensors: Mapping[str, torch.Tensor], num_frames: int, w
     missing = [k for k in REQUIRED_KEYS if k not in tensors]
     if missing:
         raise InputError(f"{what} lacks {', '.join(missing)}")
-    shapes = {"bbox": (4,), "kps": (3, 2), "mouth": (40, 2), "valid": (), "gt_mouth": (2,), "gt_pose": (4,)}
+    shapes = {"bbox": (4,), "kps": (3, 2), "valid": (), "gt_mouth": (2,), "gt_pose": (4,)}
     for key, tail in shapes.items():
         if key in tensors:
             t = tensors[key]
             if tuple(t.shape) != (num_frames, *tail):
                 raise InputError(f"{what}: '{key}' has shape {tuple(t.shape)}, expected {(num_frames, *tail)}")
+    m = tensors["mouth"]
+    if m.ndim != 3 or m.shape[0] != num_frames or m.shape[2] != 2 or m.shape[1] < 2:
+        raise InputError(f"{what}: 'mouth' has shape {tuple(m.shape)}, expected ({num_frames}, K >= 2, 2)")
     if "landmarks" in tensors and (tensors["landmarks"].ndim != 3 or tensors["landmarks"].shape[0] != num_frames):
         raise InputError(f"{what}: 'landmarks' must be (T, K, 2) with T={num_frames}")
     if tensors["audio"].ndim != 1 or tensors["audio"].numel() == 0:

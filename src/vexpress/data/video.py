@@ -53,6 +53,13 @@ class VideoInfo:
     duration: float
     has_audio: bool
     codec: str
+    container: str = ""
+
+    @property
+    def is_still_image(self) -> bool:
+        """A picture opened as a one-frame "video" (jpeg/png/... read by PyAV's image demuxers)."""
+        return self.num_frames <= 1 and (self.container.endswith("_pipe") or self.container in ("image2", "gif")
+                                         or self.codec in ("mjpeg", "png", "bmp", "webp", "tiff", "gif"))
 
 
 class VideoReader:
@@ -251,11 +258,13 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     try:
         has_audio = bool(container.streams.audio)
         codec = container.streams.video[0].codec_context.name
+        fmt = container.format.name if container.format else ""
     finally:
         container.close()
     n, fps = reader.num_frames, reader.fps
     return VideoInfo(path=str(path), width=reader.size[0], height=reader.size[1], fps=fps, num_frames=n,
-                     duration=n / fps if fps > 0 else 0.0, has_audio=has_audio, codec=codec)
+                     duration=n / fps if fps > 0 else 0.0, has_audio=has_audio, codec=codec,
+                     container=fmt)
 
 
 def iter_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:

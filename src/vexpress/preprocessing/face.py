@@ -196,7 +196,11 @@ class FaceAnalyzer:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def _open(self) -> None:
+        import os
+
         from vexpress.utils.imports import require
+
+        os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ info/warning lines
 
         mp = require("mediapipe", "face analysis")
         solutions = mp.solutions

@@ -1,0 +1,57 @@
+"""``vexpress-preprocess``: real talking-head videos (or an official preparation) -> a vexpress dataset.
+
+    vexpress-preprocess input=/data/HDTF/clips output=/data/hdtf_prepared workers=8
+    vexpress-preprocess official_meta=[hdtf.json] output=/data/hdtf_prepared
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vexpress.cli._common import config_path, user_errors
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+@user_errors
+def run(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    from vexpress.errors import InputError
+    from vexpress.preprocessing.clips import format_report, preprocess
+    from vexpress.utils.io import check_writable
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = Path(str(cfg.output)).expanduser()
+    check_writable(out / "manifest.json", "dataset manifest")
+    metas = _as_list(cfg.official_meta)
+    if metas:
+        from vexpress.preprocessing.official import import_official
+
+        report = import_official(metas, out, base_dir=cfg.official_base_dir)
+    else:
+        inputs = _as_list(cfg.input)
+        if not inputs:
+            raise InputError("give input=<folder, video or .txt list> (or official_meta=[...])")
+        pcfg = OmegaConf.to_container(cfg.preprocess, resolve=True)
+        report = preprocess(inputs, out, pcfg, workers=int(cfg.workers), progress=bool(cfg.progress),
+                            input_root=cfg.input_root)
+    print(format_report(report))
+    return report
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(config_path=config_path(), config_name="preprocess", version_base="1.3")(run)()
+
+
+if __name__ == "__main__":
+    main()
