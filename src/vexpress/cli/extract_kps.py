@@ -1,0 +1,38 @@
+"""``vexpress-extract-kps``: driving keypoints (512x512 coordinates) + the audio track of a video.
+
+    vexpress-extract-kps video=driving.mp4 output=driving_kps.pth
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vexpress.cli._common import config_path, user_errors
+
+
+@user_errors
+def run(cfg) -> tuple[Path, Path | None]:
+    from vexpress.kps.extract import extract_kps_and_audio
+    from vexpress.utils.io import check_writable
+
+    output = check_writable(Path(str(cfg.output)).expanduser(), "keypoint file")
+    audio = check_writable(Path(str(cfg.audio_output)).expanduser(), "audio file") if cfg.audio_output else None
+    kps_path, audio_path = extract_kps_and_audio(Path(str(cfg.video)).expanduser(), output, audio,
+                                                 size=int(cfg.size), mode=str(cfg.mode),
+                                                 min_face_fraction=float(cfg.min_face_fraction))
+    import torch
+
+    n = torch.load(kps_path, weights_only=True).shape[0]
+    print(f"keypoints: {kps_path} ({n} frames, {cfg.size}x{cfg.size} coordinates)")
+    print(f"audio: {audio_path}" if audio_path else "audio: none (the video has no audio track)")
+    return kps_path, audio_path
+
+
+def main() -> None:
+    import hydra
+
+    hydra.main(config_path=config_path(), config_name="extract_kps", version_base="1.3")(run)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Driving keypoints from a video: the V-Kps sequence in 512x512 coordinates (official
+``scripts/extract_kps_sequence_and_audio.py``, with mediapipe instead of insightface).
+
+Every frame is resized to 512x512 (aspect ratio not kept, as the official script does), the face is analysed with
+:class:`~vexpress.preprocessing.face.FaceAnalyzer` in video mode, and the largest face's three points are kept.
+Frames where no face is found get points interpolated from their neighbours (the official script stops with an
+assertion); a video with too few face frames is refused with a :class:`~vexpress.errors.NoFaceError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vexpress.errors import NoFaceError
+from vexpress.kps.io import KPS_FRAME_SIZE
+
+
+def extract_kps(video: str | os.PathLike, size: int = KPS_FRAME_SIZE, mode: str = "video",
+                min_face_fraction: float = 0.5, analyzer=None, return_valid: bool = False):
+    """(T, 3, 2) float32 tensor of [left eye, right eye, nose] in ``size`` x ``size`` pixel coordinates.
+
+    With ``return_valid`` also returns the (T,) bool tensor of frames where a face was found.
+    """
+    from vexpress.data.video import iter_frames
+    from vexpress.preprocessing.clips import _interpolate_invalid
+    from vexpress.preprocessing.face import FaceAnalyzer
+
+    own = analyzer is None
+    fa = analyzer or FaceAnalyzer(mode=mode, max_faces=2)
+    kps, valid = [], []
+    try:
+        fa.reset()
+        for frame in iter_frames(video, size=(size, size)):
+            faces = fa(frame)
+            if faces:
+                kps.append(faces[0].kps)
+                valid.append(True)
+            else:
+                kps.append(np.full((3, 2), np.nan, np.float32))
+                valid.append(False)
+    finally:
+        if own:
+            fa.close()
+    if not kps:
+        raise NoFaceError(f"{video} has no decodable frames; give a video of a face")
+    v = np.asarray(valid)
+    if v.mean() < min_face_fraction:
+        raise NoFaceError(f"no face found in {100 * (1 - v.mean()):.0f}% of the frames of {video}; give a driving "
+                          "video that shows one face")
+    arr = _interpolate_invalid(np.stack(kps).astype(np.float32), v)
+    out = torch.from_numpy(arr)
+    return (out, torch.from_numpy(v)) if return_valid else out
+
+
+def extract_kps_and_audio(video: str | os.PathLike, output: str | os.PathLike,
+                          audio_output: str | os.PathLike | None = None, **kwargs) -> tuple[Path, Path | None]:
+    """Write the keypoint tensor to ``output`` and the audio track (16 kHz mono WAV) next to it.
+
+    ``audio_output`` defaults to ``output`` with the suffix ``.wav``. A video without an audio track gets no audio
+    file (returned as None) rather than an error: driving keypoints alone are useful too.
+    """
+    from vexpress.audio import load_audio, save_wav
+    from vexpress.data.video import probe_video
+    from vexpress.kps.io import save_kps
+
+    output = Path(output)
+    info = probe_video(video)  # a clear error for non-videos before any work
+    kps = extract_kps(video, **kwargs)
+    save_kps(output, kps)
+    audio_path = None
+    if info.has_audio:
+        audio_path = Path(audio_output) if audio_output else output.with_suffix(".wav")
+        save_wav(audio_path, load_audio(video))
+    return output, audio_path
