@@ -19,6 +19,12 @@ from typing import Any, Iterator, Mapping
 from vexpress.errors import InputError, WeightsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_path(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-part", dir=path.parent)
     os.close(fd)
@@ -37,6 +43,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _tmp_path(path)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp creates 0600; give the final file the usual permissions (umask applied)
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
