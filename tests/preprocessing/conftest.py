@@ -21,7 +21,8 @@ def make_video(path, seconds=1.2, faces=1, audio=True, audio_seconds=None, size=
     frames = []
     for t in range(n):
         if faces == 0:
-            frames.append(np.full((size, size, 3), 90, np.uint8) + rng.integers(0, 30, (size, size, 3)).astype(np.uint8))
+            noise = rng.integers(0, 30, (size, size, 3)).astype(np.uint8)
+            frames.append(np.full((size, size, 3), 90, np.uint8) + noise)
         elif faces == 1:
             frames.append(render_frame(idents[0], poses[t], tuple(mouth[t]), size, 2))
         else:

@@ -62,8 +62,6 @@ def test_bad_inputs_are_reported_not_fatal(bad_folder, tmp_path):
 
 
 def test_keypoints_match_the_rendered_faces(video_factory, tmp_path):
-    from vexpress.synthetic.face import kps_from_pose, pose_trajectory  # noqa: F401
-
     video_factory("one.mp4", seconds=1.2, size=192)
     report = preprocess(tmp_path / "in", tmp_path / "out", CFG, workers=1, progress=False)
     assert report["kept"] == 1

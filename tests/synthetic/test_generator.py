@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from vexpress.synthetic.face import (
     KPS_TEMPLATE, face_to_image, kps_from_pose, mouth_landmarks, pose_from_kps, render_frame, sample_identity,

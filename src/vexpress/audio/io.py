@@ -37,7 +37,8 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             from err
     try:
         if not container.streams.audio:
-            raise InputError(f"{path} has no audio track; give a file with sound (wav, mp3, m4a, or a video with audio)")
+            raise InputError(f"{path} has no audio track; give a file with sound (wav, mp3, m4a, or a video with "
+                             "audio)")
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)
         chunks: list[np.ndarray] = []
@@ -108,4 +109,6 @@ def save_wav(path: str | os.PathLike, waveform: torch.Tensor | np.ndarray, sampl
             fh.setsampwidth(2)
             fh.setframerate(int(sample_rate))
             fh.writeframes(pcm.tobytes())
-    return path
+    from vexpress.data.files import set_public_mode
+
+    return set_public_mode(path)

@@ -97,7 +97,7 @@ class LatentCache:
             raise InputError(f"the latent cache {self.path} holds no audio features")
         arr = self._map(f"audio_{e['shard']}.npy")
         a = int(e["audio_offset"])
-        return torch.from_numpy(np.asarray(arr[a:a + int(e["audio_rows"])], dtype=np.float32))
+        return torch.from_numpy(np.array(arr[a:a + int(e["audio_rows"])], dtype=np.float32))
 
 
 def _encoder(vae: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:

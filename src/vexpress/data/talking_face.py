@@ -3,7 +3,8 @@
 One sample = ``num_frames`` target frames ``sample_rate`` apart (``linspace`` over a window of
 ``(num_frames - 1) * sample_rate + 1`` frames at a uniform start), a reference frame drawn uniformly from the frames
 outside ``[first - margin, last + margin)``, all cropped/resized alike, the V-Kps drawing of every target frame (drawn
-on a ``kps_canvas`` square canvas, 512 as the official frames, then resized: :mod:`vexpress.kps.render`), the lip box x2 at latent resolution, the audio
+on a ``kps_canvas`` square canvas, 512 as the official frames, then resized: :mod:`vexpress.kps.render`), the lip
+box x2 at latent resolution, the audio
 windows of the targets, and with probability ``flip_prob`` a horizontal flip of everything (the V-Kps red and green
 channels are swapped after the flip so the left-in-image eye stays red).
 
@@ -33,7 +34,8 @@ def crop_box(width: int, height: int, bboxes: np.ndarray | None = None, mode: st
 
     ``center``: the largest centred square (what the official RandomResizedCrop with ratio ~1 does on landscape
     frames; the whole frame for square ones). ``face``: a square ``face_scale`` times the union of the given face
-    boxes (the dataset passes all of the clip's boxes, so a clip has one crop), centred on it and shifted to stay inside the frame. ``none``: the whole frame (must be square).
+    boxes (the dataset passes all of the clip's boxes, so a clip has one crop), centred on it and shifted to stay
+    inside the frame. ``none``: the whole frame (must be square).
     """
     if mode == "none":
         if width != height:

@@ -355,4 +355,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarra
                     container.mux(packet)
         finally:
             container.close()
-    return path
+    from vexpress.data.files import set_public_mode
+
+    return set_public_mode(path)

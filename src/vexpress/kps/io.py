@@ -46,7 +46,8 @@ def as_kps_tensor(obj: Any, what: str = "keypoints") -> torch.Tensor:
     if kps.ndim == 3 and kps.shape[1] == 5 and kps.shape[2] == 2:  # full insightface 5-point set
         kps = kps[:, :3]
     if kps.ndim != 3 or tuple(kps.shape[1:]) != (3, 2) or kps.shape[0] < 1:
-        raise InputError(f"{what} has shape {tuple(kps.shape)}; expected (T, 3, 2) [left eye, right eye, nose] x (x, y)")
+        raise InputError(f"{what} has shape {tuple(kps.shape)}; expected (T, 3, 2) [left eye, right eye, nose] x "
+                         "(x, y)")
     if not torch.isfinite(kps).all():
         raise InputError(f"{what} contains NaN or infinite values; re-extract the keypoints")
     return kps.contiguous()
@@ -78,9 +79,11 @@ def save_kps(path: str | os.PathLike, kps: Any) -> Path:
 
     tensor = as_kps_tensor(kps, "keypoints to save")
     path = Path(path)
+    from vexpress.data.files import set_public_mode
+
     with atomic_path(path) as tmp:
         torch.save(tensor, tmp)
-    return path
+    return set_public_mode(path)
 
 
 def rescale_kps(kps: torch.Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> torch.Tensor:

@@ -31,9 +31,11 @@ from vexpress.errors import InputError
 # left of the image.
 
 #: Outer lip contour, clockwise from the left-in-image mouth corner (61) over the upper lip.
-LIPS_OUTER: tuple[int, ...] = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
+LIPS_OUTER: tuple[int, ...] = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91,
+                               146)
 #: Inner lip contour (the mouth opening), from the left-in-image inner corner (78) over the upper lip.
-LIPS_INNER: tuple[int, ...] = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+LIPS_INNER: tuple[int, ...] = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88,
+                               95)
 #: All 40 lip landmarks (the mouth region: lip masks use the box of these points).
 MOUTH_LANDMARKS: tuple[int, ...] = LIPS_OUTER + LIPS_INNER
 #: Mouth corners on the outer contour, (left-in-image, right-in-image).
