@@ -14,8 +14,7 @@ import lightning.pytorch as pl
 import torch
 
 from vexpress.callbacks.ema import ema_context
-from vexpress.training.probe import condition_influence, summarise
-from vexpress.training.rng import generator_for
+from vexpress.training.probe import influence_on_batch
 
 _KEYS = ("target_latents", "target_images", "reference_latents", "reference_image", "kps_images", "audio_windows",
          "lip_masks")
@@ -49,20 +48,12 @@ class InfluenceProbe(pl.Callback):
         assert self.batch is not None
         batch = {k: v.to(pl_module.device) for k, v in self.batch.items()}
         x = pl_module.prepare(batch, None, sample=False)
-        latents = x["latents"]
-        results = []
-        for t in self.timesteps:
-            g = generator_for(self.seed, "probe", t)
-            noise = torch.randn(latents.shape, generator=g).to(latents.device, latents.dtype)
-            tt = torch.full((latents.shape[0],), t, dtype=torch.long, device=latents.device)
-            noisy = pl_module.targets.add_noise(latents, noise, tt)
-            results.append(condition_influence(pl_module.net, noisy, tt, ref_latents=x["ref_latents"],
-                                               audio_windows=x["audio_windows"], kps_images=x["kps_images"],
-                                               lip_masks=x["lip_masks"]))
-        return summarise(results)
+        return influence_on_batch(pl_module.net, pl_module.targets, x["latents"], ref_latents=x["ref_latents"],
+                                  audio_windows=x["audio_windows"], kps_images=x["kps_images"],
+                                  lip_masks=x["lip_masks"], timesteps=self.timesteps, seed=self.seed)
 
     def _probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.batch is None:
+        if self.batch is None or not trainer.is_global_zero:
             return
         was_training = pl_module.net.training
         pl_module.net.eval()

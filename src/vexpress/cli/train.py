@@ -72,11 +72,63 @@ def stage_config(cfg, curriculum, index: int, overrides: Sequence[str],
     scfg.stage_index = index
     delta = curriculum.stage_overrides.get(name)
     if delta:
-        scfg.stage = OmegaConf.merge(scfg.stage, OmegaConf.create(OmegaConf.to_container(delta) if not isinstance(
-            delta, dict) else delta))
+        scfg.stage = OmegaConf.merge(scfg.stage, OmegaConf.create(dict(delta)))
     root = scfg.paths.output_dir
     scfg.stage.init_from = curriculum.init_source(root, index, scfg.stage.get("init_from"))
+    previous = ""
+    if index > 0 and curriculum.chain:
+        previous = _done_info(curriculum.export_dir(root, index - 1)).get("stage_key", "")
+    scfg.stage_key = stage_key(scfg, previous)
     return scfg
+
+
+def _done_info(export_dir: Path) -> dict:
+    marker = Path(export_dir) / "DONE"
+    try:
+        return json.loads(marker.read_text() or "{}") if marker.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+#: Config parts that decide what a stage computes (paths, loggers, progress bars and names do not).
+_KEY_PARTS = ("stage", "model", "data", "noise_scheduler", "seed", "resumable_data")
+_KEY_IGNORE_DATA = ("cache_dir", "latent_cache", "num_workers", "persistent_workers", "pin_memory",
+                    "workers_for_synthesis", "prefetch_factor")
+_KEY_TRAINER = ("max_steps", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
+                "devices", "num_nodes")
+
+
+def stage_key(scfg, previous: str = "") -> str:
+    """A short hash of everything that determines a stage's result (used to reuse finished stages safely)."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.to_container(scfg, resolve=True, throw_on_missing=False)
+    part = {k: c.get(k) for k in _KEY_PARTS}
+    if isinstance(part.get("data"), dict):
+        part["data"] = {k: v for k, v in part["data"].items() if k not in _KEY_IGNORE_DATA}
+    part["dropout"] = (c.get("dropout") or {}).get("rates")
+    part["trainer"] = {k: (c.get("trainer") or {}).get(k) for k in _KEY_TRAINER}
+    part["previous_stage"] = previous
+    blob = json.dumps(part, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def stage_is_current(curriculum, root: Path, index: int, key: str) -> bool:
+    """The stage's export is complete and was made with the same stage key."""
+    return bool(key) and _done_info(curriculum.export_dir(root, index)).get("stage_key") == key
+
+
+def check_stage_names(names: Sequence[str]) -> None:
+    """Every stage named by the curriculum (or its overrides) must be a ``conf/stage/<name>.yaml`` option."""
+    from vexpress.errors import InputError
+    from vexpress.utils.paths import CONF_DIR
+
+    known = sorted(p.stem for p in (CONF_DIR / "stage").glob("*.yaml"))
+    bad = sorted({n for n in names if n not in known})
+    if bad:
+        raise InputError(f"curriculum names unknown stages {bad}; stage configs are {known}")
 
 
 def _resume_checkpoint(cfg) -> str | None:
@@ -92,6 +144,22 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+def _make_resumable(datamodule: Any, seed: int) -> None:
+    """Wrap the data module's training loader so that its position is saved in checkpoints (exact resume).
+
+    Adapter: ``TalkingFaceDataModule`` returns a plain ``DataLoader``, which Lightning restarts from the beginning
+    of the epoch on resume (see :mod:`vexpress.training.resumable`).
+    """
+    from vexpress.training.resumable import make_resumable
+
+    original = datamodule.train_dataloader
+
+    def train_dataloader():
+        return make_resumable(original(), seed=seed)
+
+    datamodule.train_dataloader = train_dataloader
+
+
 def train_stage(cfg) -> dict[str, Any]:
     """One ``trainer.fit`` for the stage in ``cfg``; returns a summary (export folder, steps, probe history)."""
     import lightning.pytorch as pl
@@ -100,6 +168,8 @@ def train_stage(cfg) -> dict[str, Any]:
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    if cfg.get("resumable_data", True):
+        _make_resumable(datamodule, int(cfg.seed))
     model = instantiate(cfg.model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
@@ -135,22 +205,25 @@ def run_curriculum(cfg, overrides: Sequence[str] | None = None,
 
     overrides = list(overrides) if overrides is not None else _task_overrides()
     curriculum = instantiate(cfg.curriculum, _convert_="all")
+    check_stage_names(list(curriculum.stages) + list(curriculum.stage_overrides))
     root = Path(cfg.paths.output_dir)
     results = []
     for index, name in enumerate(curriculum.stages):
-        if cfg.get("resume", True) and curriculum.is_done(root, index):
+        scfg = stage_config(cfg, curriculum, index, overrides, compose_fn)
+        if cfg.get("resume", True) and stage_is_current(curriculum, root, index, scfg.stage_key):
             log.info("stage %d (%s) already finished: %s", index, name, curriculum.export_dir(root, index))
-            results.append({"stage": name, "index": index, "skipped": True,
+            results.append({"stage": name, "index": index, "skipped": True, "stage_key": scfg.stage_key,
                             "export": str(curriculum.export_dir(root, index))})
             continue
-        scfg = stage_config(cfg, curriculum, index, overrides, compose_fn)
         log.info("stage %d/%d: %s", index + 1, len(curriculum.stages), name)
-        results.append(train_stage(scfg))
+        result = train_stage(scfg)
+        result["stage_key"] = scfg.stage_key
+        results.append(result)
     return results
 
 
 def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keep = ("stage", "index", "global_step", "export", "probe", "metrics", "skipped")
+    keep = ("stage", "index", "global_step", "export", "probe", "metrics", "skipped", "stage_key")
     return [{k: r[k] for k in keep if k in r} for r in results]
 
 

@@ -12,7 +12,7 @@ rise through the stages (it is exactly 0 while the audio attention's output proj
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -58,3 +58,33 @@ def summarise(values: list[Mapping[str, float]]) -> dict[str, float]:
     """Mean over several probe calls (e.g. several timesteps)."""
     keys = sorted({k for v in values for k in v})
     return {k: float(sum(v[k] for v in values if k in v) / max(1, sum(1 for v in values if k in v))) for k in keys}
+
+
+@torch.no_grad()
+def influence_on_batch(
+    net: torch.nn.Module,
+    targets: Any,
+    latents: torch.Tensor,
+    *,
+    ref_latents: torch.Tensor,
+    audio_windows: torch.Tensor,
+    kps_images: torch.Tensor,
+    lip_masks: torch.Tensor | None = None,
+    timesteps: Sequence[int] = (250, 500, 750),
+    seed: int = 1234,
+) -> dict[str, float]:
+    """:func:`condition_influence` averaged over ``timesteps``, with noise fixed by ``(seed, t)``.
+
+    ``targets``: a :class:`~vexpress.training.noise.DiffusionTargets` (the forward process).
+    """
+    from vexpress.training.rng import generator_for
+
+    results = []
+    for t in timesteps:
+        g = generator_for(seed, "probe", int(t))
+        noise = torch.randn(latents.shape, generator=g).to(latents.device, latents.dtype)
+        tt = torch.full((latents.shape[0],), int(t), dtype=torch.long, device=latents.device)
+        noisy = targets.add_noise(latents, noise, tt)
+        results.append(condition_influence(net, noisy, tt, ref_latents=ref_latents, audio_windows=audio_windows,
+                                           kps_images=kps_images, lip_masks=lip_masks))
+    return summarise(results)

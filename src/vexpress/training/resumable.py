@@ -33,11 +33,13 @@ class ResumableLoader:
     shuffle: permute every epoch (else dataset order).
     num_workers / collate_fn / pin_memory / persistent_workers: passed to the inner ``DataLoader``.
     prefetch: batches the training loop holds ahead of the one being trained (Lightning: 1).
+    epoch_keys: pass ``epoch * len(dataset) + index`` as the sample key (datasets whose random choices depend on
+        the key, like ``TalkingFaceDataset``, then draw fresh frames every epoch, as with its ``EpochSampler``).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = True, num_workers: int = 0,
                  collate_fn: Callable | None = None, pin_memory: bool = False, prefetch: int = 1,
-                 worker_init_fn: Callable | None = None):
+                 worker_init_fn: Callable | None = None, epoch_keys: bool = False):
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -47,6 +49,7 @@ class ResumableLoader:
         self.pin_memory = bool(pin_memory)
         self.prefetch = int(prefetch)
         self.worker_init_fn = worker_init_fn
+        self.epoch_keys = bool(epoch_keys)
         self.epoch = 0
         self.start = 0  # batches of the current epoch already consumed before this iteration started
         self.yielded = 0  # batches yielded in the current epoch (including ``start``)
@@ -67,7 +70,8 @@ class ResumableLoader:
             order = list(range(n))
         rank, world = self._rank_world()
         per_rank = n // world
-        return order[rank * per_rank:(rank + 1) * per_rank]
+        mine = order[rank * per_rank:(rank + 1) * per_rank]
+        return [epoch * n + i for i in mine] if self.epoch_keys else mine
 
     def __len__(self) -> int:
         _, world = self._rank_world()
@@ -81,7 +85,7 @@ class ResumableLoader:
         self.exhausted = False
         rest = indices[start * self.batch_size:]
         if rest:
-            loader = DataLoader(torch.utils.data.Subset(self.dataset, rest), batch_size=self.batch_size,
+            loader = DataLoader(_Keys(self.dataset, rest), batch_size=self.batch_size,
                                 shuffle=False, drop_last=True, num_workers=self.num_workers,
                                 collate_fn=self.collate_fn, pin_memory=self.pin_memory,
                                 worker_init_fn=self.worker_init_fn)
@@ -104,3 +108,32 @@ class ResumableLoader:
         self.start = int(state["consumed"])
         self.seed = int(state.get("seed", self.seed))
         self.exhausted = False
+
+
+class _Keys(Dataset):
+    """``dataset[keys[i]]`` (like ``Subset`` but keys may exceed ``len(dataset)``: epoch-offset sample keys)."""
+
+    def __init__(self, dataset: Dataset, keys: list[int]):
+        self.dataset, self.keys = dataset, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.keys[i]]
+
+
+def make_resumable(loader: DataLoader, seed: int = 0, epoch_keys: bool = True) -> ResumableLoader:
+    """A :class:`ResumableLoader` over a ``DataLoader``'s dataset with the same batch size, collate and workers.
+
+    The adapter the training app applies to the data module's training loader (``resumable_data: true``): the
+    samples are the data module's (same dataset, same keys scheme), only the order is drawn from ``seed`` and the
+    position is saved in checkpoints.
+    """
+    if isinstance(loader, ResumableLoader):
+        return loader
+    if not isinstance(loader, DataLoader) or loader.batch_size is None:
+        return loader  # not a plain batched DataLoader: leave it alone
+    return ResumableLoader(loader.dataset, loader.batch_size, seed=seed, shuffle=True,
+                           num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                           pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn, epoch_keys=epoch_keys)

@@ -29,27 +29,29 @@ log = logging.getLogger(__name__)
 SD_SCALING_FACTOR = 0.18215
 
 
-def tiny_vae_config(latent_downscale: int = 4, width: int = 32) -> dict[str, Any]:
-    """Config of the tiny AutoencoderKL: ``log2(latent_downscale) + 1`` blocks of ``width, 2*width, ...`` channels."""
+def tiny_vae_config(latent_downscale: int = 4, width: int = 8, attention: bool = False, groups: int = 2) -> dict[str, Any]:
+    """Config of the tiny AutoencoderKL: ``log2(latent_downscale) + 1`` blocks of ``width, 2*width, 4*width, ...``
+    channels (capped at ``4*width``); ``attention``: keep the mid-block self-attention of the SD VAE."""
     blocks = {8: 4, 4: 3, 2: 2}.get(int(latent_downscale))
     if blocks is None:
         raise ValueError(f"latent_downscale must be 2, 4 or 8, got {latent_downscale}")
-    widths = [width * min(2 ** i, 2) for i in range(blocks)]
+    widths = [width * min(2 ** i, 4) for i in range(blocks)]
     return dict(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=groups,
         block_out_channels=widths, down_block_types=["DownEncoderBlock2D"] * blocks,
         up_block_types=["UpDecoderBlock2D"] * blocks, scaling_factor=SD_SCALING_FACTOR,
+        mid_block_add_attention=bool(attention),
     )
 
 
-def tiny_vae(latent_downscale: int = 4, seed: int = 0, width: int = 32):
+def tiny_vae(latent_downscale: int = 4, seed: int = 0, width: int = 8, attention: bool = False, groups: int = 2):
     """A randomly initialised tiny ``AutoencoderKL`` (real class, small sizes), frozen and in eval mode."""
     from diffusers import AutoencoderKL
 
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        vae = AutoencoderKL(**tiny_vae_config(latent_downscale, width))
+        vae = AutoencoderKL(**tiny_vae_config(latent_downscale, width, attention, groups))
     finally:
         torch.random.set_rng_state(state)
     return vae.eval().requires_grad_(False)
@@ -83,10 +85,15 @@ def fit_vae(
     batch_size: int = 32,
     lr: float = 2e-3,
     kl_weight: float = 1e-5,
+    crop: int | None = None,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
-    """Train ``vae`` in place on ``frames`` (N, 3, H, W) in [-1, 1]; returns the final reconstruction errors."""
+    """Train ``vae`` in place on ``frames`` (N, 3, H, W) in [-1, 1]; returns the final reconstruction errors.
+
+    ``crop``: train on random ``crop x crop`` patches (4x cheaper at 64 px frames, but GroupNorm and the mid-block
+    attention then see other statistics than at inference: colours drift; full frames are the default).
+    """
     g = torch.Generator().manual_seed(seed)
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -96,6 +103,9 @@ def fit_vae(
     for step in range(steps):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
         x = frames[idx]
+        if crop and crop < x.shape[-1]:
+            oy, ox = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=g))
+            x = x[..., oy:oy + crop, ox:ox + crop]
         dist = _posterior(vae, x)
         eps = torch.randn(dist.mean.shape, generator=g)
         z = dist.mean + dist.std * eps
@@ -106,7 +116,7 @@ def fit_vae(
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
-        loss_val = float(loss)
+        loss_val = float(loss.detach())
         if progress is not None:
             progress(step, loss_val)
     vae.eval().requires_grad_(False)
@@ -154,11 +164,13 @@ def load_or_fit_tiny_vae(
     frames_fn: Callable[[], torch.Tensor],
     data_id: str,
     latent_downscale: int = 4,
-    width: int = 32,
+    width: int = 8,
+    attention: bool = False,
     steps: int = 600,
     batch_size: int = 32,
     lr: float = 2e-3,
     seed: int = 0,
+    crop: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ):
     """Load the cached tiny VAE at ``directory`` if it was fitted with these settings on ``data_id``, else fit it.
@@ -167,8 +179,9 @@ def load_or_fit_tiny_vae(
     written atomically. Returns ``(vae, info)``.
     """
     directory = Path(directory)
-    meta = {"data_id": data_id, "latent_downscale": latent_downscale, "width": width, "steps": steps,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "version": 1}
+    meta = {"data_id": data_id, "latent_downscale": latent_downscale, "width": width, "attention": attention,
+            "steps": steps,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "crop": crop, "version": 1}
     key = _fingerprint(meta)
     info_path = directory / "fit.json"
     if info_path.is_file():
@@ -177,11 +190,11 @@ def load_or_fit_tiny_vae(
             return load_vae(directory), info
     frames = frames_fn()
     torch.manual_seed(seed)
-    vae = tiny_vae(latent_downscale, seed, width)
+    vae = tiny_vae(latent_downscale, seed, width, attention)
     t0 = time.perf_counter()
-    stats = fit_vae(vae, frames, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+    stats = fit_vae(vae, frames, steps=steps, batch_size=batch_size, lr=lr, seed=seed, crop=crop,
                     progress=(lambda s, l: progress(s, steps, l)) if progress else None)
-    k = standardise_latent_scale(vae, frames)
+    k = standardise_latent_scale(vae, frames[:: max(1, frames.shape[0] // 1024)])
     info = {"key": key, **meta, **stats, "latent_rescale": k, "frames": int(frames.shape[0]),
             "seconds": time.perf_counter() - t0}
     directory.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,148 @@
+"""Stage invariants (house style §4.4): after a stage's steps every parameter outside its trainable set is
+bit-identical, every trainable one changed, and the zero-initialised outputs start at exactly zero. The three
+stages run as a chain, each initialised from the previous stage's export."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from vexpress.callbacks.condition_dropout import ConditionDropout
+from vexpress.callbacks.curriculum import CurriculumScheduler
+from vexpress.callbacks.export import StageExport
+from vexpress.errors import InputError
+from vexpress.models.conditioning import DropMask
+from vexpress.models.vexpress_net import PARAMETER_GROUPS
+from vexpress.training.stages import (
+    KNOWN_GROUPS,
+    StageError,
+    StageSpec,
+    apply_stage,
+    check_trainable,
+    resolve_patterns,
+    trainable_parameter_names,
+)
+from vexpress.utils.paths import CONF_DIR
+from tests.training import fakes
+from tests.training.helpers import lit_module, tiny_network
+
+
+def stage_from_conf(name: str, **over) -> StageSpec:
+    d = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "stage" / f"{name}.yaml"))
+    d.pop("_target_")
+    d.update(over)
+    return StageSpec(**d)
+
+
+def test_groups_match_the_network():
+    assert tuple(KNOWN_GROUPS) == tuple(PARAMETER_GROUPS)
+
+
+def test_spec_validation():
+    with pytest.raises(InputError):
+        StageSpec(name="x", trainable=["unet"])
+    with pytest.raises(InputError):
+        StageSpec(name="x", trainable=[])
+    with pytest.raises(InputError):
+        StageSpec(name="x", trainable=["motion_modules"], num_frames=0)
+    with pytest.raises(InputError):
+        resolve_patterns(["a.b"], ["nothing.*"])
+
+
+def test_official_stage_configs_and_zero_init():
+    image, audio, joint = (stage_from_conf(n) for n in ("image", "audio_motion", "joint"))
+    assert (image.num_frames, audio.num_frames, joint.num_frames) == (1, 20, 8)
+    assert audio.gradient_checkpointing and not image.gradient_checkpointing
+    assert not joint.zero_init_at_start and joint.zero_init == audio.zero_init  # the §9.1 re-zeroing is a flag
+    assert "reference_net_frozen" not in joint.trainable
+    net = tiny_network()
+    with torch.no_grad():  # pretend the projections were trained
+        for n, p in net.named_parameters():
+            if "proj_out" in n or "attn2.to_out" in n:
+                p.add_(0.1)
+    report = apply_stage(net, image)
+    params = dict(net.named_parameters())
+    assert report.zeroed and all(torch.count_nonzero(params[n]) == 0 for n in report.zeroed)
+    assert not any(n.startswith("reference_net") for n in report.zeroed)  # only the denoiser's projections
+    check_trainable(net, image)
+    # the audio path contributes exactly nothing, the motion modules are the identity
+    x = fakes.batch(num_frames=2)
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.randn(2, 4, 2, 8, 8, generator=g)
+    kw = dict(ref_latents=x["reference_latents"], kps_images=x["kps_images"], audio_windows=x["audio_windows"])
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        full = net(noisy, t, drop=DropMask.none(2), **kw)
+        no_audio = net(noisy, t, drop=DropMask(torch.zeros(2), torch.zeros(2), torch.ones(2)), **kw)
+        per_frame = torch.cat([net(noisy[:, :, i:i + 1], t, drop=DropMask.none(2), ref_latents=kw["ref_latents"],
+                                   kps_images=kw["kps_images"][:, :, i:i + 1],
+                                   audio_windows=kw["audio_windows"][:, i:i + 1]) for i in range(2)], 2)
+    assert torch.equal(full, no_audio)
+    assert torch.allclose(full, per_frame, atol=1e-5)
+    # joint with the official flag re-zeroes, without it keeps the trained projections
+    kept = apply_stage(net, joint)
+    assert kept.zeroed == []
+    with pytest.raises(StageError):
+        check_trainable(net, image)
+
+
+def _snapshot(net):
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
+def _params_without_gradient(spec: StageSpec, init_from=None) -> set[str]:
+    """Trainable parameters that receive no gradient at all in this stage (structurally unused)."""
+    m = lit_module()
+    apply_stage(m.net, spec if init_from is None else StageSpec(**{**spec.__dict__, "init_from": init_from}))
+    b = fakes.batch(num_frames=spec.num_frames)
+    out = m.diffusion_step(b, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    names = set(trainable_parameter_names(m.net, spec))
+    return {n for n, p in m.net.named_parameters() if n in names and p.grad is None}
+
+
+@pytest.mark.slow
+def test_stage_chain_invariants(tmp_path):
+    specs = [stage_from_conf("image", num_frames=1, batch_size=2, max_steps=3, lr=1e-3),
+             stage_from_conf("audio_motion", num_frames=2, batch_size=2, max_steps=3, lr=1e-3,
+                             gradient_checkpointing=True),
+             stage_from_conf("joint", num_frames=2, batch_size=2, max_steps=3, lr=1e-3)]
+    previous = None
+    for i, spec in enumerate(specs):
+        if previous is not None:
+            spec.init_from = str(previous)
+        model = lit_module(seed=i + 10)  # a different random init: everything must come from the export
+        export_dir = tmp_path / f"{i}_{spec.name}"
+        sched = CurriculumScheduler(spec, i, [s.name for s in specs])
+        trainer = pl.Trainer(callbacks=[sched, ConditionDropout({"uncond": 0.0}), StageExport(str(export_dir))],
+                             max_steps=spec.max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)
+
+        class Snap(pl.Callback):
+            def on_fit_start(self, trainer, pl_module):
+                self.before = _snapshot(pl_module.net)
+
+        snap = Snap()
+        trainer.callbacks.append(snap)
+        trainer.fit(model, datamodule=fakes.RandomClipsDataModule(num_frames=spec.num_frames, batch_size=2))
+        assert trainer.global_step == spec.max_steps
+        if previous is not None:  # initialised from the previous export (not from this model's random init)
+            from vexpress.models.weights import load_export
+
+            prev_net = load_export(previous, load_vae=False).net
+            prev = dict(prev_net.named_parameters())
+            frozen_names = [n for n, p in model.net.named_parameters() if not p.requires_grad]
+            assert all(torch.equal(snap.before[n], prev[n]) for n in frozen_names)
+        train = set(trainable_parameter_names(model.net, spec))
+        unused = _params_without_gradient(spec, spec.init_from)
+        assert all(n.startswith("reference_net.") for n in unused), sorted(unused)[:3]
+        after = dict(model.net.named_parameters())
+        for name, before in snap.before.items():
+            if name in train and name not in unused:
+                assert not torch.equal(before, after[name]), f"{spec.name}: trainable {name} did not change"
+            else:
+                assert torch.equal(before, after[name]), f"{spec.name}: frozen {name} changed"
+        assert (export_dir / "DONE").is_file()
+        previous = export_dir
