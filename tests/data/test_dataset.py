@@ -137,3 +137,14 @@ def test_latent_cache(records, tmp_path):
         assert torch.allclose(s["target_latents"].permute(1, 0, 2, 3), direct, atol=2e-2)
     sampled = _ds(records, latent_cache=LatentCache(cache.path, sample=True))[1]
     assert "target_images" not in sampled and sampled["target_latents"].shape == (4, 6, 8, 8)
+
+
+def test_default_kps_drawing_matches_the_generation_drawing(records):
+    """kps_canvas=None draws at the output size, exactly like vexpress.kps.draw at inference."""
+    from vexpress.kps.draw import draw_kps_sequence
+
+    ds = _ds(records, kps_canvas=None, flip_prob=0.0)
+    s = ds[3]
+    rec = next(r for r in records if r.id == s["clip_id"])
+    kps = rec.kps[s["frame_indices"]]  # 32x32 clips, crop none/center = identity here
+    assert torch.equal(s["kps_images"], draw_kps_sequence(32, 32, kps))

@@ -49,7 +49,7 @@ class TalkingFaceDataModule(L.LightningDataModule):
     def __init__(self, root: str | None = None, synthetic: Mapping[str, Any] | None = None,
                  cache_dir: str | None = None, num_frames: int = 1, batch_size: int = 4, image_size: int = 64,
                  sample_rate: int = 1, reference_margin: int = 30, flip_prob: float = 0.5, latent_downscale: int = 8,
-                 num_pad: int = 2, crop: str = "center", lip_scale: float = 2.0, kps_canvas: int = 512,
+                 num_pad: int = 2, crop: str = "center", lip_scale: float = 2.0, kps_canvas: int | None = None,
                  train_split: str = "train",
                  val_split: str | None = None, samples_per_clip: int = 1, val_samples: int = 8,
                  num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
@@ -67,7 +67,7 @@ class TalkingFaceDataModule(L.LightningDataModule):
         self.dataset_kwargs = dict(image_size=int(image_size), sample_rate=int(sample_rate),
                                    reference_margin=int(reference_margin), latent_downscale=int(latent_downscale),
                                    num_pad=int(num_pad), crop=crop, lip_scale=float(lip_scale),
-                                   kps_canvas=int(kps_canvas))
+                                   kps_canvas=kps_canvas)
         self.flip_prob = float(flip_prob)
         self.train_split, self.val_split = train_split, val_split
         self.samples_per_clip = int(samples_per_clip)

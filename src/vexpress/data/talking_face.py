@@ -3,7 +3,7 @@
 One sample = ``num_frames`` target frames ``sample_rate`` apart (``linspace`` over a window of
 ``(num_frames - 1) * sample_rate + 1`` frames at a uniform start), a reference frame drawn uniformly from the frames
 outside ``[first - margin, last + margin)``, all cropped/resized alike, the V-Kps drawing of every target frame (drawn
-on a ``kps_canvas`` square canvas, 512 as the official frames, then resized: :mod:`vexpress.kps.render`), the lip
+at the output size, as the official 512x512 frames and the generation pipeline: :mod:`vexpress.kps.render`), the lip
 box x2 at latent resolution, the audio
 windows of the targets, and with probability ``flip_prob`` a horizontal flip of everything (the V-Kps red and green
 channels are swapped after the flip so the left-in-image eye stays red).
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vexpress.errors import InputError
-from vexpress.kps.render import OFFICIAL_CANVAS, draw_kps_images
+from vexpress.kps.render import draw_kps_images
 
 
 def crop_box(width: int, height: int, bboxes: np.ndarray | None = None, mode: str = "center",
@@ -127,14 +127,15 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             ``return_images``); its image size and crop must match.
         return_images: with a latent cache, also decode and return the images.
         max_open_videos: readers kept open per worker.
-        kps_canvas: V-Kps drawing canvas (:mod:`vexpress.kps.render`; 512 = official proportions at any size).
+        kps_canvas: V-Kps drawing canvas (:mod:`vexpress.kps.render`): None = draw at the output size, as the
+            generation pipeline does (official at 512); 512 = official proportions at any size.
     """
 
     def __init__(self, records: Sequence[Any], num_frames: int, image_size: int = 64, sample_rate: int = 1,
                  reference_margin: int = 30, flip_prob: float = 0.5, latent_downscale: int = 8, num_pad: int = 2,
                  crop: str = "center", lip_scale: float = 2.0, samples_per_clip: int = 1, seed: int = 0,
                  latent_cache: Any = None, return_images: bool = False, max_open_videos: int = 16,
-                 kps_canvas: int = OFFICIAL_CANVAS):
+                 kps_canvas: int | None = None):
         if not records:
             raise InputError("the dataset has no clips; check the data root and split (vexpress-preprocess writes "
                              "them, vexpress-synth makes the synthetic set)")
@@ -157,7 +158,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         self.latent_cache = latent_cache
         self.return_images = bool(return_images)
         self.max_open_videos = int(max_open_videos)
-        self.kps_canvas = int(kps_canvas)
+        self.kps_canvas = int(kps_canvas) if kps_canvas else None
         self._readers: OrderedDict = OrderedDict()
         self._valid_cache: dict[int, np.ndarray] = {}
         span = (self.num_frames - 1) * self.sample_rate + 1
