@@ -61,14 +61,11 @@ def test_truncated_file(video, tmp_path):
     data = video.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
-    try:
+    with pytest.raises(InputError) as err:  # refused when opened, or when the missing frames are decoded
         reader = VideoReader(cut)
-    except InputError:
-        return  # refused up front: fine
-    with pytest.raises(InputError):
         reader.get(list(range(len(reader))))
         read_all_frames(cut)
-        raise InputError("decoded everything")  # a truncated moov-less mp4 must not decode fully
+    assert "\n" not in str(err.value)
 
 
 def test_writer_rejects_bad_frames(tmp_path):
