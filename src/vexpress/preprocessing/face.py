@@ -195,6 +195,7 @@ class FaceAnalyzer:
         self.detector_range = detector_range
         self._mesh = None
         self._det = None
+        self._warm = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -204,15 +205,19 @@ class FaceAnalyzer:
 
         os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ info/warning lines
 
-        mp = require("mediapipe", "face analysis")
-        solutions = mp.solutions
-        self._mesh = solutions.face_mesh.FaceMesh(
-            static_image_mode=self.mode == "image", max_num_faces=self.max_faces, refine_landmarks=True,
-            min_detection_confidence=self.min_detection_confidence,
-            min_tracking_confidence=self.min_tracking_confidence)
-        self._det = solutions.face_detection.FaceDetection(
-            model_selection=1 if self.detector_range == "full" else 0,
-            min_detection_confidence=self.min_detection_confidence)
+        from vexpress.utils.native import quiet_native_stderr
+
+        with quiet_native_stderr():
+            mp = require("mediapipe", "face analysis")
+            solutions = mp.solutions
+            self._mesh = solutions.face_mesh.FaceMesh(
+                static_image_mode=self.mode == "image", max_num_faces=self.max_faces, refine_landmarks=True,
+                min_detection_confidence=self.min_detection_confidence,
+                min_tracking_confidence=self.min_tracking_confidence)
+            self._det = solutions.face_detection.FaceDetection(
+                model_selection=1 if self.detector_range == "full" else 0,
+                min_detection_confidence=self.min_detection_confidence)
+        self._warm = False
 
     def close(self) -> None:
         for obj in (self._mesh, self._det):
@@ -254,14 +259,22 @@ class FaceAnalyzer:
         scale = np.array([w, h], dtype=np.float64)
 
         meshes: list[np.ndarray] = []
-        res = self._mesh.process(img)
+        if not self._warm:  # the graphs log their start-up chatter on the first frame
+            from vexpress.utils.native import quiet_native_stderr
+
+            with quiet_native_stderr():
+                res = self._mesh.process(img)
+                dres = self._det.process(img)
+            self._warm = True
+        else:
+            res = self._mesh.process(img)
+            dres = self._det.process(img)
         for fl in res.multi_face_landmarks or []:
             pts = np.array([(p.x, p.y) for p in fl.landmark], dtype=np.float64) * scale
             if pts.shape[0] == NUM_MESH_LANDMARKS:
                 meshes.append(pts)
 
         dets: list[tuple[np.ndarray, float, np.ndarray]] = []
-        dres = self._det.process(img)
         for d in dres.detections or []:
             bb = d.location_data.relative_bounding_box
             box = np.array([bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h])
