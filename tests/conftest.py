@@ -31,7 +31,7 @@ def parity_path():
     """The official parity vectors; the test is skipped (with the reason) only when the folder is absent."""
     path = parity_dir()
     if not (path / "config.json").is_file():
-        pytest.skip(f"parity vectors not present at {path} (set VEXPRESS_PARITY_DIR)")
+        pytest.skip(reason=f"parity vectors not present at {path} (set VEXPRESS_PARITY_DIR)")
     return path
 
 
@@ -39,5 +39,5 @@ def parity_path():
 def samples_path():
     path = samples_dir()
     if not path.is_dir():
-        pytest.skip(f"shared sample clips not present at {path} (set VEXPRESS_SHARED_DIR)")
+        pytest.skip(reason=f"shared sample clips not present at {path} (set VEXPRESS_SHARED_DIR)")
     return path

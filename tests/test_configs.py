@@ -38,7 +38,7 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes_and_resolves(group, option, tmp_path):
     if group == "launcher" and option == "slurm" and not HAS_SUBMITIT:
-        pytest.skip("hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
+        pytest.skip(reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
     ov = ch.overrides(tmp_path, [f"{group}={option}"] if group != "hydra" else [], small_data=group != "data")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         from hydra import compose

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.weights
 def _env_path(name):
     path = os.environ.get(name)
     if not path or not os.path.isfile(path):
-        pytest.skip(f"set {name} to the local weight file to run this check")
+        pytest.skip(reason=f"real weights not present: set {name} to the local weight file to run this check")
     return path
 
 

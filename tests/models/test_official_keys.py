@@ -18,7 +18,7 @@ from vexpress.utils.paths import shared_dir
 def _manifest() -> dict[str, dict[str, tuple[int, ...]]]:
     path = shared_dir() / "design" / "official_state_dict_keys.txt"
     if not path.is_file():
-        pytest.skip(f"official key manifest not present at {path} (set VEXPRESS_SHARED_DIR)")
+        pytest.skip(reason=f"official key manifest not present at {path} (set VEXPRESS_SHARED_DIR)")
     out: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):

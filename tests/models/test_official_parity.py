@@ -22,7 +22,7 @@ def dev(request):
 
     path = parity_dir()
     if not (path / "config.json").is_file():
-        pytest.skip(f"parity vectors not present at {path} (set VEXPRESS_PARITY_DIR)")
+        pytest.skip(reason=f"parity vectors not present at {path} (set VEXPRESS_PARITY_DIR)")
     torch.manual_seed(0)
     return load_dev_net(path), load_vectors(path)
 

@@ -23,7 +23,7 @@ def sample_ref():
 
     path = samples_dir() / "AOC" / "ref.jpg"
     if not path.is_file():
-        pytest.skip(f"shared sample photos not present at {path.parent} (set VEXPRESS_SHARED_DIR)")
+        pytest.skip(reason=f"shared sample photos not present at {path.parent} (set VEXPRESS_SHARED_DIR)")
     return path
 
 

@@ -29,7 +29,7 @@ def run(request):
 
     path = parity_dir()
     if not (path / "config.json").is_file():
-        pytest.skip(f"parity vectors not present at {path} (set VEXPRESS_PARITY_DIR)")
+        pytest.skip(reason=f"parity vectors not present at {path} (set VEXPRESS_PARITY_DIR)")
     if torch.cuda.is_available():  # the vectors are float32 CPU; TF32 alone costs ~1e-3
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -1,7 +1,7 @@
 """FID through torchmetrics' ``FrechetInceptionDistance`` with a local, safely loaded feature extractor.
 
 torchmetrics' built-in ``feature=2048`` path needs torch-fidelity and downloads its weights (or reads a local file
-with ``torch.load(weights_only=False)``). We never do either: the metric always receives a module.
+unpickling everything it contains). We never do either: the metric always receives a module.
 
 - :class:`FIDInceptionV3` is the TF-2015 Inception-v3 used by TTUR / torch-fidelity (same layer names, so the
   torch-fidelity release file ``weights-inception-2015-12-05-6726825d.pth`` loads strictly), read with
