@@ -6,7 +6,8 @@ stage. This callback, per fit:
 - ``setup``: :func:`~vexpress.training.stages.apply_stage` (initial weights, zero-init, ``requires_grad``,
   checkpointing) -- before the optimizer is built and before DDP wraps the model;
 - ``on_fit_start``: asserts the trainable set equals the stage's, and fingerprints every frozen parameter;
-- every batch: sets the per-step knobs of the stage (lip-loss weight ramp) and logs ``curriculum/*``;
+- every batch: sets the per-step knobs of the stage (lip-loss weight, when the stage sets one) and logs
+  ``curriculum/*``;
 - ``on_train_end``: asserts every frozen parameter is bit-identical to its value at the start.
 
 Its ``state_dict`` carries the curriculum position (stage index and name); resuming a checkpoint of another stage
@@ -66,9 +67,10 @@ class CurriculumScheduler(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        weight = self.spec.lip_loss_weight(stage_progress_of(trainer))
-        pl_module.lip_loss_weight = weight
-        log_metrics(pl_module, {"curriculum/stage": float(self.stage_index), "curriculum/lip_loss_weight": weight})
+        if self.spec.lip_loss_weight is not None:
+            pl_module.lip_loss_weight = self.spec.lip_loss_weight(stage_progress_of(trainer))
+        log_metrics(pl_module, {"curriculum/stage": float(self.stage_index),
+                                "curriculum/lip_loss_weight": float(pl_module.lip_loss_weight)})
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._frozen is not None:

@@ -464,7 +464,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         probes = probe_exports(cfg, tcfg, cache.path, results)
     evals: dict[str, Any] = {}
     with phases("evaluate"):
-        records = held[: int(cfg.eval.clips)]
+        first = int(cfg.eval.get("first_clip", 0)) % max(1, len(held))
+        records = (held[first:] + held[:first])[: int(cfg.eval.clips)]
         shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
         for i, (label, export) in enumerate(evaluation_targets(cfg, results)):
             t = time.perf_counter()

@@ -66,8 +66,8 @@ class StageSpec:
         reference_net_checkpointing: the same for the ReferenceNet.
         init_from: export folder (official file layout) to initialise from; ``None`` keeps the current weights
             (random or whatever the model config loaded). The curriculum sets it to the previous stage's export.
-        lip_loss_weight: weight of the lip region in the loss (a number or a ``{start, end}`` ramp over the stage);
-            1 = no extra weight (released configs).
+        lip_loss_weight: weight of the lip region in the loss for this stage (a number or a ``{start, end}`` ramp
+            over the stage); ``None`` keeps the model's ``lip_loss_weight`` (1 = no extra weight, released configs).
     """
 
     name: str
@@ -81,7 +81,7 @@ class StageSpec:
     gradient_checkpointing: bool = False
     reference_net_checkpointing: bool = False
     init_from: str | None = None
-    lip_loss_weight: Any = 1.0
+    lip_loss_weight: Any = None
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
@@ -96,7 +96,8 @@ class StageSpec:
                 raise InputError(f"stage {self.name!r}: {key} must be >= 1, got {getattr(self, key)}")
         if not self.lr > 0:
             raise InputError(f"stage {self.name!r}: lr must be > 0, got {self.lr}")
-        self.lip_loss_weight = as_schedule(self.lip_loss_weight, f"stage {self.name!r} lip_loss_weight", low=0.0)
+        if self.lip_loss_weight is not None:
+            self.lip_loss_weight = as_schedule(self.lip_loss_weight, f"stage {self.name!r} lip_loss_weight", low=0.0)
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
@@ -107,8 +108,9 @@ class StageSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        ramp: Ramp = self.lip_loss_weight
-        d["lip_loss_weight"] = {"start": ramp.start, "end": ramp.end, "begin": ramp.begin, "finish": ramp.finish}
+        ramp: Ramp | None = self.lip_loss_weight
+        if ramp is not None:
+            d["lip_loss_weight"] = {"start": ramp.start, "end": ramp.end, "begin": ramp.begin, "finish": ramp.finish}
         return d
 
 
