@@ -85,3 +85,22 @@ def test_experiment_fast_dev_run(experiment, tmp_path, synthetic_cache):
 @pytest.fixture(scope="module")
 def synthetic_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
+
+
+def test_demo_ablations_have_no_conditional_dropout(tmp_path):
+    """The demo ablations inherit the demo's training numbers but none of the recipe's dropout."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        from hydra import compose
+
+        def rates(experiment: str, stage: str) -> dict:
+            cfg = compose(config_name="train", overrides=ch.overrides(tmp_path, [f"experiment={experiment}",
+                                                                                 f"stage={stage}"]))
+            return OmegaConf.to_container(cfg.dropout.rates, resolve=True)
+
+        for stage in ("image", "audio_motion", "joint"):
+            for ablation in ("demo_progressive_no_dropout", "demo_joint_only"):
+                r = rates(ablation, stage)
+                assert r["reference"] == 0 and r["kps"] == 0 and r["uncond"] == 0.1
+        joint = rates("demo_recipe", "joint")
+        assert joint["reference"] > 0 and joint["kps"] > 0
+        assert rates("demo_recipe", "audio_motion")["reference"] == 0

@@ -86,3 +86,18 @@ def test_bad_stage_name_is_a_one_line_user_error(tmp_path):
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: curriculum names unknown stages ['imgae']")
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_per_stage(tmp_path, cache):
+    """The default logger: W&B offline, one run per stage, grouped by experiment and tagged with the stage."""
+    pytest.importorskip("wandb")
+    ov = ch.overrides(tmp_path, [*STAGE, "logger=wandb", "trainer.max_steps=2", "experiment_name=wb_test"], cache)
+    res = ch.run(ov)
+    assert res[0]["global_step"] == 2
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "wandb").iterdir()) if (tmp_path / "wandb").exists() else "no wandb dir"
+    meta = next(runs[0].rglob("wandb-metadata.json"), None)
+    files = [p.name for p in runs[0].rglob("*")]
+    assert any(name.endswith(".wandb") for name in files)
+    assert meta is None or meta.stat().st_size > 0

@@ -110,6 +110,9 @@ def stage_key(scfg, previous: str = "") -> str:
         part["data"] = {k: v for k, v in part["data"].items() if k not in _KEY_IGNORE_DATA}
     part["dropout"] = (c.get("dropout") or {}).get("rates")
     part["trainer"] = {k: (c.get("trainer") or {}).get(k) for k in _KEY_TRAINER}
+    if previous and isinstance(part.get("stage"), dict):
+        # a chained stage starts from the previous export: its key (content) counts, not the folder it lives in
+        part["stage"] = {k: v for k, v in part["stage"].items() if k != "init_from"}
     part["previous_stage"] = previous
     blob = json.dumps(part, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -384,11 +384,12 @@ def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mappi
     ax2.legend(loc="upper right", fontsize=8)
     ax = axes[2]
     styles = {"audio": "-", "reference": "--", "kps": ":"}
+    longest = max((len(rows) for rows in probes.values()), default=1)
     for run, rows in probes.items():
-        xs = [r["index"] for r in rows]
+        xs = [r["index"] + longest - len(rows) for r in rows]  # a shorter curriculum ends at the last stage
         for cond, ls in styles.items():
             ax.plot(xs, [r[cond] for r in rows], ls, marker="o", label=f"{run}: {cond}")
-    ax.set_xlabel("stage index")
+    ax.set_xlabel("stage (image, audio+motion, joint); single-stage runs at the end")
     ax.set_title("condition influence on held-out batch")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
