@@ -285,7 +285,7 @@ def load_export(directory: str | os.PathLike, device: torch.device | str | None 
         vae_dir = directory / manifest["vae"]
         if not vae_dir.is_dir():
             raise WeightsError(f"export {directory} names a VAE folder {vae_dir} that does not exist")
-        vae = AutoencoderKL.from_pretrained(str(vae_dir), local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(str(vae_dir), local_files_only=True, low_cpu_mem_usage=False)
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)
         if vae is not None:

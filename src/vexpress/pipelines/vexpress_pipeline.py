@@ -680,7 +680,7 @@ def _load_vae(vae: Any):
     from diffusers import AutoencoderKL
 
     try:
-        return AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+        return AutoencoderKL.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False)
     except Exception as err:  # noqa: BLE001
         raise WeightsError(f"cannot load the VAE from {path}: {str(err).splitlines()[0][:160]}") from err
 
