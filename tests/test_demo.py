@@ -18,7 +18,8 @@ from tests.training.cli_helpers import SMALL_DATA
 
 @pytest.mark.slow
 def test_demo_smoke(tmp_path):
-    train = ",".join(f'"{o}"' for o in [*SMALL_DATA, "trainer.max_steps=2", "data.reference_margin=4"])
+    data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
+    train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=2"])
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}", f"train_overrides=[{train}]",
            "vae.steps=3", "eval.clips=2", "eval.frames=4", "eval.num_inference_steps=2", "eval.frame_stride=2",

@@ -10,9 +10,9 @@ map-style dataset:
 - the batches themselves are loaded by an ordinary ``DataLoader`` (workers, pinning, collate) over the remaining
   indices of the epoch.
 
-Lightning pre-fetches one batch ahead of the batch being trained, so when it saves a checkpoint the loader has
-yielded one batch more than the loop consumed (except after the last batch of the epoch). ``state_dict`` accounts
-for that (``prefetch`` = Lightning's default of 1).
+``state_dict`` counts the batches handed out. Lightning does not fetch ahead from a loader with a length (this one
+has one), so that count is what the loop consumed when it saves a checkpoint; ``prefetch`` subtracts a look-ahead
+for loops that do fetch ahead.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ class ResumableLoader:
     seed: shuffling seed.
     shuffle: permute every epoch (else dataset order).
     num_workers / collate_fn / pin_memory / persistent_workers: passed to the inner ``DataLoader``.
-    prefetch: batches the training loop holds ahead of the one being trained (Lightning: 1).
+    prefetch: batches the training loop fetches ahead of the one being trained (Lightning, sized loader: 0).
     epoch_keys: pass ``epoch * len(dataset) + index`` as the sample key (datasets whose random choices depend on
         the key, like ``TalkingFaceDataset``, then draw fresh frames every epoch, as with its ``EpochSampler``).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = True, num_workers: int = 0,
-                 collate_fn: Callable | None = None, pin_memory: bool = False, prefetch: int = 1,
+                 collate_fn: Callable | None = None, pin_memory: bool = False, prefetch: int = 0,
                  worker_init_fn: Callable | None = None, epoch_keys: bool = False):
         self.dataset = dataset
         self.batch_size = int(batch_size)
@@ -51,9 +51,7 @@ class ResumableLoader:
         self.worker_init_fn = worker_init_fn
         self.epoch_keys = bool(epoch_keys)
         self.epoch = 0
-        self.start = 0  # batches of the current epoch already consumed before this iteration started
-        self.yielded = 0  # batches yielded in the current epoch (including ``start``)
-        self.exhausted = False
+        self.consumed = 0  # batches of epoch ``epoch`` handed out so far
 
     @staticmethod
     def _rank_world() -> tuple[int, int]:
@@ -77,37 +75,35 @@ class ResumableLoader:
         _, world = self._rank_world()
         return (len(self.dataset) // world) // self.batch_size
 
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batches consumed) with a finished epoch rolled over to the next one."""
+        consumed = max(0, self.consumed - self.prefetch)
+        if consumed >= len(self):
+            return self.epoch + 1, 0
+        return self.epoch, consumed
+
     def __iter__(self) -> Iterator[Any]:
+        self.epoch, self.consumed = self._position()
         n_batches = len(self)
         indices = self._indices(self.epoch)[: n_batches * self.batch_size]
-        start = self.start
-        self.yielded = start
-        self.exhausted = False
-        rest = indices[start * self.batch_size:]
-        if rest:
-            loader = DataLoader(_Keys(self.dataset, rest), batch_size=self.batch_size,
-                                shuffle=False, drop_last=True, num_workers=self.num_workers,
-                                collate_fn=self.collate_fn, pin_memory=self.pin_memory,
-                                worker_init_fn=self.worker_init_fn)
-            for batch in loader:
-                self.yielded += 1
-                yield batch
-        self.exhausted = True
-        self.epoch += 1
-        self.start = 0
-        self.yielded = 0
+        rest = indices[self.consumed * self.batch_size:]
+        if not rest:
+            return
+        loader = DataLoader(_Keys(self.dataset, rest), batch_size=self.batch_size, shuffle=False, drop_last=True,
+                            num_workers=self.num_workers, collate_fn=self.collate_fn, pin_memory=self.pin_memory,
+                            worker_init_fn=self.worker_init_fn)
+        for batch in loader:
+            self.consumed += 1  # counted before the batch is handed out: a save during its step includes it
+            yield batch
 
     def state_dict(self) -> dict[str, int]:
-        if self.exhausted:  # the epoch's last batch was handed out; the next epoch starts from scratch
-            return {"epoch": self.epoch, "consumed": 0, "seed": self.seed}
-        consumed = max(self.start, self.yielded - self.prefetch)
-        return {"epoch": self.epoch, "consumed": consumed, "seed": self.seed}
+        epoch, consumed = self._position()
+        return {"epoch": epoch, "consumed": consumed, "seed": self.seed}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         self.epoch = int(state["epoch"])
-        self.start = int(state["consumed"])
+        self.consumed = int(state["consumed"])
         self.seed = int(state.get("seed", self.seed))
-        self.exhausted = False
 
 
 class _Keys(Dataset):
