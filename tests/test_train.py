@@ -101,3 +101,37 @@ def test_wandb_offline_run_per_stage(tmp_path, cache):
     files = [p.name for p in runs[0].rglob("*")]
     assert any(name.endswith(".wandb") for name in files)
     assert meta is None or meta.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sample_video_and_ema_callbacks(tmp_path, cache):
+    """Sample videos with audio through the inference pipeline, and EMA weights in the export."""
+    samples = tmp_path / "samples"
+    extra = ["+callbacks.video_logger._target_=vexpress.callbacks.video_logger.VideoSampleLogger",
+             "+callbacks.video_logger.every_n_steps=2", "+callbacks.video_logger.num_inference_steps=2",
+             "+callbacks.video_logger.max_frames=4", f"+callbacks.video_logger.directory={samples}",
+             "+callbacks.ema._target_=vexpress.callbacks.ema.EMA", "+callbacks.ema.decay=0.5",
+             "trainer.max_steps=2"]
+    res = ch.run(ch.overrides(tmp_path, [*STAGE, *extra], cache))
+    assert res[0]["global_step"] == 2
+    videos = sorted(samples.glob("*.mp4"))
+    assert videos and videos[-1].stat().st_size > 0
+    import av
+
+    with av.open(str(videos[-1])) as container:
+        assert container.streams.video and container.streams.audio  # the clip's audio is muxed in
+    model = res[0]["model"]
+    ema = next(cb for cb in res[0]["trainer"].callbacks if type(cb).__name__ == "EMA")
+    exported = _export_tensors(Path(res[0]["export"]))
+    name, shadow = next((n, s) for n, s in ema.weights.shadow.items() if n.startswith("denoising_unet."))
+    assert torch.equal(exported[name], shadow.to(exported[name].dtype))  # the export holds the EMA weights
+    assert not torch.equal(dict(model.net.named_parameters())[name].detach(), shadow)
+
+
+@pytest.mark.slow
+def test_bf16_autocast_with_fp32_master_weights(tmp_path, cache):
+    """trainer.precision=bf16-mixed (the GPU default) runs on CPU too; the weights stay float32."""
+    res = ch.run(ch.overrides(tmp_path, [*STAGE, "trainer.precision=bf16-mixed", "trainer.max_steps=2"], cache))
+    assert res[0]["global_step"] == 2
+    assert all(p.dtype == torch.float32 for p in res[0]["model"].net.parameters())
+    assert torch.isfinite(torch.tensor(res[0]["metrics"]["train/loss"]))

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vexpress.cli._common import config_path, user_errors
+from vexpress.cli._common import config_path, tidy_lightning_logging, user_errors
 
 log = logging.getLogger("vexpress.train")
 
@@ -169,6 +169,7 @@ def train_stage(cfg) -> dict[str, Any]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    tidy_lightning_logging()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     if cfg.get("resumable_data", True):

@@ -130,7 +130,9 @@ def build_latent_cache(records: Sequence[Any], vae: Any, out_dir: str | os.PathL
     out.mkdir(parents=True, exist_ok=True)
     enc = _encoder(vae)
     if hasattr(vae, "to"):
-        vae.to(device, dtype)
+        vae.to(device)
+        if dtype is not None and getattr(vae, "dtype", dtype) != dtype:
+            vae.to(dtype=dtype)  # diffusers warns about every dtype cast, even a no-op one
     index: dict[str, Any] = {"image_size": int(image_size), "crop": crop, "flip": bool(flip),
                              "scaling_factor": float(scaling_factor), "clips": {},
                              "audio_encoder": getattr(audio_encoder, "name", None)}

@@ -289,7 +289,9 @@ def load_export(directory: str | os.PathLike, device: torch.device | str | None 
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)
         if vae is not None:
-            vae.to(device=device, dtype=dtype)
+            vae.to(device=device)
+            if dtype is not None and vae.dtype != dtype:
+                vae.to(dtype=dtype)  # diffusers warns about every dtype cast, even a no-op one
     return Export(net=net.eval(), vae=vae.eval() if vae is not None else None, manifest=manifest, path=directory)
 
 

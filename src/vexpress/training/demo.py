@@ -110,6 +110,18 @@ def load_frames(records: Sequence[Any]) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
+def mouth_masks(records: Sequence[Any], scale: float = 1.5) -> torch.Tensor:
+    """(N, 1, H, W) boxes around each frame's lip landmarks (scaled ``scale`` x), in frame order of
+    :func:`load_frames`."""
+    from vexpress.data.talking_face import box_mask, lip_boxes
+
+    masks = []
+    for r in records:
+        boxes = lip_boxes(r.mouth.numpy()[: r.num_frames], scale)
+        masks.append(np.stack([box_mask(b, int(r.height), int(r.width)) for b in boxes]))
+    return torch.from_numpy(np.concatenate(masks))[:, None]
+
+
 def ensure_vae(cfg: Any, root: Path, train_records: Sequence[Any], latent_downscale: int):
     from vexpress.training.vae import load_or_fit_tiny_vae
 
@@ -123,7 +135,8 @@ def ensure_vae(cfg: Any, root: Path, train_records: Sequence[Any], latent_downsc
 
     try:
         return load_or_fit_tiny_vae(Path(cfg.paths.cache_dir) / "tiny_vae", lambda: load_frames(train_records),
-                                    data_id=root.name, latent_downscale=latent_downscale, progress=progress, **vcfg)
+                                    data_id=root.name, latent_downscale=latent_downscale, progress=progress,
+                                    weights_fn=lambda: mouth_masks(train_records), **vcfg)
     finally:
         bar.close()
 
@@ -296,6 +309,24 @@ def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffl
     return out
 
 
+@torch.no_grad()
+def evaluate_vae_floor(vae: Any, records: Sequence[Any], ecfg: Any) -> dict[str, Any]:
+    """The same measurement on VAE reconstructions of the ground-truth frames: the best a latent model can score."""
+    from vexpress.data.video import read_all_frames
+    from vexpress.evaluation import SyntheticItem, evaluate_synthetic
+
+    items = []
+    for rec in records:
+        frames = read_all_frames(rec.video)[: int(ecfg.frames)]
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        out = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        items.append(SyntheticItem(rec, frames=out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy(),
+                                   fps=float(rec.fps)))
+    res = evaluate_synthetic(items, run_name="vae", include_gt=False, fit_pose=bool(ecfg.fit_pose),
+                             frame_stride=int(ecfg.frame_stride))
+    return {k: v for k, v in res.summary.get("vae", {}).items()}
+
+
 def evaluation_targets(cfg: Any, results: Mapping[str, list]) -> list[tuple[str, Path]]:
     """(label, export) pairs: every run's final export, plus the earlier stages of the runs in ``eval.stages_of``."""
     out = []
@@ -356,7 +387,8 @@ def goals(evals: Mapping[str, Mapping[str, Any]], cfg: Any) -> dict[str, Any]:
     return g
 
 
-def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mapping[str, list]) -> None:
+def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mapping[str, list],
+               vae_floor: Mapping[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -371,6 +403,9 @@ def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mappi
     gt = next((e["ground_truth"].get("mouth_err") for e in evals.values() if e.get("ground_truth")), None)
     if gt is not None and math.isfinite(gt):
         ax.axhline(gt, color="k", ls=":", lw=1, label="ground-truth video (floor)")
+    vf = (vae_floor or {}).get("mouth_err")
+    if vf is not None and math.isfinite(vf):
+        ax.axhline(vf, color="tab:red", ls="--", lw=1, label="VAE reconstruction (latent floor)")
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_title("held-out mouth error (lower = better)")
     ax.legend(fontsize=8)
@@ -416,6 +451,10 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
                      f"{_f(e['ratio'], 2)} | {_f(e['mouth_corr'], 2)} | {_f(e['identity_err'])} | "
                      f"{_f(e['pose_err'], 2)} |")
     gt = next((e["ground_truth"] for e in evals.values() if e.get("ground_truth")), None)
+    vf = report.get("vae_floor") or {}
+    if vf:
+        lines.append(f"| VAE reconstruction of the ground truth (latent-model floor) | {_f(vf.get('mouth_err'))} | | | "
+                     f"{_f(vf.get('mouth_corr'), 2)} | {_f(vf.get('identity_err'))} | {_f(vf.get('pose_err'), 2)} |")
     if gt:
         lines.append(f"| ground-truth video (measurement floor) | {_f(gt.get('mouth_err'))} | | | "
                      f"{_f(gt.get('mouth_corr'), 2)} | {_f(gt.get('identity_err'))} | {_f(gt.get('pose_err'), 2)} |")
@@ -473,6 +512,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
             evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval,
                                            out / "eval" / label.replace("/", "_"), include_gt=i == 0)
             phases.seconds[f"evaluate/{label}"] = time.perf_counter() - t
+        vae_floor = evaluate_vae_floor(vae, records, cfg.eval)
     video = None
     if cfg.sample_video.get("enabled", True):
         with phases("sample_video"):
@@ -486,14 +526,14 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "train": {run: [{k: v for k, v in r.items() if k in ("stage", "index", "global_step", "skipped",
                                                               "stage_key", "stage_dir", "probe", "metrics")}
                         for r in rs] for run, rs in results.items()},
-        "probe": probes, "evaluation": evals, "goals": g,
+        "probe": probes, "evaluation": evals, "goals": g, "vae_floor": vae_floor,
         "protocol": {k: v for k, v in _plain(cfg.eval).items()},
         "experiments": {run: exp for run, exp in cfg.runs.items()},
         "sample_video": str(video) if video else None,
         "sample_video_runs": list(cfg.sample_video.runs),
     }
     with phases("report"):
-        write_plot(out / "report.png", evals, probes)
+        write_plot(out / "report.png", evals, probes, vae_floor)
         write_report(out, {**report, "seconds": {**phases.seconds, "total": phases.total}})
     report["seconds"] = {**phases.seconds, "total": phases.total}
     from vexpress.utils.io import write_json

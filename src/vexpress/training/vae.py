@@ -2,7 +2,7 @@
 synthetic benchmark (the embedded default has no downloadable weights).
 
 The tiny VAE is an ordinary ``AutoencoderKL`` (4 latent channels, downscale 4 or 8), trained with an L1 + L2
-reconstruction loss and a small KL term. After fitting, its latent scale is *standardised*: the encoder's mean head
+reconstruction loss (optionally weighted up inside given masks, e.g. the mouth) and a small KL term. After fitting, its latent scale is *standardised*: the encoder's mean head
 and the decoder's input are rescaled so that ``latent x 0.18215`` has unit standard deviation on the training
 frames. The network config's ``vae_scaling_factor`` (0.18215) is therefore right for every VAE the package uses.
 """
@@ -70,7 +70,8 @@ def load_vae(path: str | os.PathLike):
     if not (path / "config.json").is_file():
         raise WeightsError(f"no VAE at {path} (expected a diffusers AutoencoderKL folder with config.json); "
                            "run vexpress-demo once to fit the tiny VAE, or point the config to sd-vae-ft-mse")
-    return AutoencoderKL.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
+    return AutoencoderKL.from_pretrained(str(path), local_files_only=True,
+                                        low_cpu_mem_usage=False).eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,8 +89,11 @@ def fit_vae(
     crop: int | None = None,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Train ``vae`` in place on ``frames`` (N, 3, H, W) in [-1, 1]; returns the final reconstruction errors.
+
+    ``weights``: optional (N, 1, H, W) per-pixel weights of the reconstruction loss (e.g. the mouth region).
 
     ``crop``: train on random ``crop x crop`` patches (4x cheaper at 64 px frames, but GroupNorm and the mid-block
     attention then see other statistics than at inference: colours drift; full frames are the default).
@@ -103,14 +107,19 @@ def fit_vae(
     for step in range(steps):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
         x = frames[idx]
+        w = weights[idx] if weights is not None else None
         if crop and crop < x.shape[-1]:
             oy, ox = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=g))
             x = x[..., oy:oy + crop, ox:ox + crop]
+            w = w[..., oy:oy + crop, ox:ox + crop] if w is not None else None
         dist = _posterior(vae, x)
         eps = torch.randn(dist.mean.shape, generator=g)
         z = dist.mean + dist.std * eps
         rec = vae.decode(z).sample
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + kl_weight * dist.kl().mean()
+        err = (rec - x).abs() + (rec - x) ** 2
+        if w is not None:
+            err = err * w
+        loss = err.mean() + kl_weight * dist.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -171,16 +180,20 @@ def load_or_fit_tiny_vae(
     lr: float = 2e-3,
     seed: int = 0,
     crop: int | None = None,
+    mouth_weight: float = 1.0,
     progress: Callable[[int, int, float], None] | None = None,
+    weights_fn: Callable[[], torch.Tensor] | None = None,
 ):
     """Load the cached tiny VAE at ``directory`` if it was fitted with these settings on ``data_id``, else fit it.
 
     The folder is a diffusers ``save_pretrained`` folder plus ``fit.json`` (settings and reconstruction errors),
-    written atomically. Returns ``(vae, info)``.
+    written atomically. ``mouth_weight`` > 1 weights the reconstruction loss inside ``weights_fn()`` (N, 1, H, W)
+    masks (the mouth boxes): a 64 px mouth is a few pixels, and its opening is what the benchmark measures.
+    Returns ``(vae, info)``.
     """
     directory = Path(directory)
     meta = {"data_id": data_id, "latent_downscale": latent_downscale, "width": width, "attention": attention,
-            "steps": steps,
+            "mouth_weight": mouth_weight, "steps": steps,
             "batch_size": batch_size, "lr": lr, "seed": seed, "crop": crop, "version": 1}
     key = _fingerprint(meta)
     info_path = directory / "fit.json"
@@ -189,10 +202,15 @@ def load_or_fit_tiny_vae(
         if info.get("key") == key:
             return load_vae(directory), info
     frames = frames_fn()
+    weights = None
+    if mouth_weight != 1.0:
+        if weights_fn is None:
+            raise ValueError("mouth_weight needs weights_fn (the mouth masks of the frames)")
+        weights = 1.0 + (float(mouth_weight) - 1.0) * weights_fn()
     torch.manual_seed(seed)
     vae = tiny_vae(latent_downscale, seed, width, attention)
     t0 = time.perf_counter()
-    stats = fit_vae(vae, frames, steps=steps, batch_size=batch_size, lr=lr, seed=seed, crop=crop,
+    stats = fit_vae(vae, frames, steps=steps, batch_size=batch_size, lr=lr, seed=seed, crop=crop, weights=weights,
                     progress=(lambda s, l: progress(s, steps, l)) if progress else None)
     k = standardise_latent_scale(vae, frames[:: max(1, frames.shape[0] // 1024)])
     info = {"key": key, **meta, **stats, "latent_rescale": k, "frames": int(frames.shape[0]),
