@@ -104,3 +104,22 @@ def test_demo_ablations_have_no_conditional_dropout(tmp_path):
         joint = rates("demo_recipe", "joint")
         assert joint["reference"] > 0 and joint["kps"] > 0
         assert rates("demo_recipe", "audio_motion")["reference"] == 0
+
+
+def test_demo_joint_only_ablation_has_the_recipe_budget(tmp_path):
+    """The joint-only ablation sees as many training frames as the recipe's three stages together."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        from hydra import compose
+
+        def frames(experiment: str) -> int:
+            cfg = compose(config_name="train", overrides=ch.overrides(tmp_path, [f"experiment={experiment}"]))
+            total = 0
+            for name in cfg.curriculum.stages:
+                st = compose(config_name="train", overrides=ch.overrides(
+                    tmp_path, [f"experiment={experiment}", f"stage={name}"]))
+                o = {**OmegaConf.to_container(st.stage, resolve=True),
+                     **OmegaConf.to_container(cfg.curriculum.stage_overrides.get(name, {}), resolve=True)}
+                total += int(o["max_steps"]) * int(o["batch_size"]) * int(o["num_frames"])
+            return total
+
+        assert frames("demo_joint_only") == frames("demo_recipe") == frames("demo_progressive_no_dropout")

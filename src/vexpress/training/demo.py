@@ -304,8 +304,44 @@ def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffl
         "mouth_corr_shuffled": srow.get("mouth_corr"), "identity_err": row.get("identity_err"),
         "pose_err": row.get("pose_err"), "clips": len(records), "frames": int(ecfg.frames),
     }
+    out["per_clip"] = per_clip_errors(out_dir / "per_clip.csv")
     if include_gt:
         out["ground_truth"] = {k: v for k, v in res.summary.get("ground truth", {}).items()}
+    return out
+
+
+PAIRED_METRICS = ("mouth_err_correct", "mouth_err_shuffled", "identity_err", "pose_err")
+
+
+def per_clip_errors(csv_path: Path) -> dict[str, dict[str, float]]:
+    """clip id -> its errors (the model rows of an evaluation's ``per_clip.csv``), for paired comparisons."""
+    import csv
+
+    out: dict[str, dict[str, float]] = {}
+    with open(csv_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("role") != "model":
+                continue
+            d = out.setdefault(row["clip_id"], {})
+            if row.get("condition") == "shuffled":
+                d["mouth_err_shuffled"] = float(row["mouth_err"])
+            else:
+                d.update(mouth_err_correct=float(row["mouth_err"]), identity_err=float(row["identity_err"]),
+                         pose_err=float(row["pose_err"]))
+    return out
+
+
+def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Per metric: mean and standard error over clips of (a - b), clip by clip (the same clips, audio, seeds)."""
+    pa, pb = a.get("per_clip") or {}, b.get("per_clip") or {}
+    clips = sorted(set(pa) & set(pb))
+    out = {}
+    for m in PAIRED_METRICS:
+        d = np.array([pa[c][m] - pb[c][m] for c in clips if m in pa[c] and m in pb[c]], dtype=np.float64)
+        d = d[np.isfinite(d)]
+        if d.size:
+            se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan")
+            out[m] = {"mean": float(d.mean()), "se": se, "n": int(d.size)}
     return out
 
 
@@ -387,6 +423,14 @@ def goals(evals: Mapping[str, Mapping[str, Any]], cfg: Any) -> dict[str, Any]:
     return g
 
 
+def paired_table(evals: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """recipe - each ablation, clip by clip (how large the differences are next to the clip-to-clip noise)."""
+    rec = evals.get("recipe")
+    if rec is None:
+        return {}
+    return {ab: paired_differences(rec, evals[ab]) for ab in evals if ab != "recipe" and "/" not in ab}
+
+
 def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mapping[str, list],
                vae_floor: Mapping[str, Any] | None = None) -> None:
     import matplotlib
@@ -461,6 +505,17 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
     lines += ["", "## Goals", ""]
     for k, v in g.items():
         lines.append(f"- {k}: {_f(v, 2) if isinstance(v, float) else v}")
+    paired = report.get("paired") or {}
+    if paired:
+        lines += ["", "## Paired differences, recipe minus ablation (mean +- standard error over held-out clips)", "",
+                  "Negative = the recipe has the lower error. A difference within about two standard errors is not "
+                  "distinguishable from clip-to-clip noise at this sample size.", "",
+                  "| ablation | clips | mouth err (correct) | mouth err (shuffled) | identity err | pose err (px) |",
+                  "|---|---|---|---|---|---|"]
+        for ab, d in paired.items():
+            cells = [f"{_f(d[m]['mean'])} +- {_f(d[m]['se'])}" if m in d else "n/a" for m in PAIRED_METRICS]
+            n = max((v["n"] for v in d.values()), default=0)
+            lines.append(f"| {ab} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "## Condition influence per stage (||pred - pred without c|| / ||pred||, held-out batch)", "",
               "| run | stage | audio | audio (lip) | reference | kps |", "|---|---|---|---|---|---|"]
     for run, rows in probes.items():
@@ -526,7 +581,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "train": {run: [{k: v for k, v in r.items() if k in ("stage", "index", "global_step", "skipped",
                                                               "stage_key", "stage_dir", "probe", "metrics")}
                         for r in rs] for run, rs in results.items()},
-        "probe": probes, "evaluation": evals, "goals": g, "vae_floor": vae_floor,
+        "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals), "vae_floor": vae_floor,
         "protocol": {k: v for k, v in _plain(cfg.eval).items()},
         "experiments": {run: exp for run, exp in cfg.runs.items()},
         "sample_video": str(video) if video else None,
