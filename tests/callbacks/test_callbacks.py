@@ -11,7 +11,7 @@ from vexpress.models.conditioning import DropMask
 from vexpress.training.ema import EMAWeights
 from vexpress.training.probe import condition_influence
 from vexpress.training.stages import StageError, StageSpec
-from tests.training import fakes
+from tests.training import random_batches as fakes
 from tests.training.helpers import tiny_network
 
 

@@ -9,7 +9,7 @@ from vexpress.models.vexpress_net import VExpressNet
 from vexpress.training.lit_module import VExpressLitModule
 from vexpress.training.optim import adamw, constant_with_warmup
 
-from tests.training.fakes import AUDIO_DIM, DOWNSCALE
+from tests.training.random_batches import AUDIO_DIM, DOWNSCALE
 
 
 def scheduler():

@@ -8,7 +8,7 @@ import torch
 from vexpress.errors import InputError
 from vexpress.models.conditioning import DropMask
 from vexpress.training.vae import tiny_vae
-from tests.training import fakes
+from tests.training import random_batches as fakes
 from tests.training.helpers import lit_module
 
 

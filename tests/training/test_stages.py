@@ -25,7 +25,7 @@ from vexpress.training.stages import (
     trainable_parameter_names,
 )
 from vexpress.utils.paths import CONF_DIR
-from tests.training import fakes
+from tests.training import random_batches as fakes
 from tests.training.helpers import lit_module, tiny_network
 
 

@@ -278,15 +278,9 @@ _WORKER: dict = {}
 
 
 def _worker_setup(cfg_dict: dict) -> None:
-    import torch
+    from vexpress.utils.native import single_threaded_worker
 
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:  # noqa: BLE001
-        pass
+    single_threaded_worker()
     from vexpress.audio import build_audio_encoder
     from vexpress.preprocessing.face import FaceAnalyzer
 

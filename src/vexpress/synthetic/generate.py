@@ -134,16 +134,12 @@ def _write_one(args: tuple) -> dict:
     cfg_dict, root, index, identity_id, split, clip = args
     import torch
 
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:  # noqa: BLE001
-        pass
     from vexpress.audio import build_audio_encoder
     from vexpress.data.records import write_clip
     from vexpress.data.video import write_video
+    from vexpress.utils.native import single_threaded_worker
+
+    single_threaded_worker()
 
     cfg = SynthConfig.from_dict(cfg_dict)
     data = generate_clip(cfg, index, clip)

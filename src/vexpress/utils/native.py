@@ -39,3 +39,16 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+def single_threaded_worker() -> None:
+    """For process-pool workers: one torch and one OpenCV thread each (the pool provides the parallelism)."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # noqa: BLE001  (OpenCV is optional: mediapipe brings it)
+        pass
