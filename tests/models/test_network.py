@@ -180,3 +180,30 @@ def test_config_round_trip_and_validation():
     bad["v_kps_guider"]["block_out_channels"] = [8, 16, 32, 32]  # downscales by 8, latents are 1/4
     with pytest.raises(ValueError, match="downscales by 8"):
         VExpressConfig.from_dict(bad)
+
+
+def test_frozen_zero_motion_modules_are_skipped_exactly():
+    """Motion modules with a zero proj_out and nothing trainable (the image stage) are the identity: skipped, and
+    the output is bit-identical to computing them; a changed proj_out (an optimizer step) switches them back on."""
+    from tests.helpers.tiny import tiny_net as make
+
+    x = tiny_inputs(batch=1, frames=2)
+    net = make(randomize_zero_init=False)
+    modules = [m for n, m in net.denoising_unet.named_modules() if n.endswith("temporal_transformer")]
+    assert modules
+    calls = []
+    for m in modules:
+        m.proj_in.register_forward_hook(lambda *a: calls.append(1))
+    for p in net.parameters():
+        p.requires_grad_(True)
+    computed = _run(net, x)
+    assert calls  # trainable: computed
+    for m in modules:
+        m.requires_grad_(False)
+    calls.clear()
+    skipped = _run(net, x)
+    assert not calls and torch.equal(computed, skipped)
+    with torch.no_grad():
+        modules[0].proj_out.weight[0, 0] = 0.5  # in place, as an optimizer step
+    _run(net, x)
+    assert len(calls) == 1  # only the changed module runs again

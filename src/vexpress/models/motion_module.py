@@ -101,9 +101,26 @@ class TemporalTransformer3DModel(nn.Module):
             ]
         )
         self.proj_out = nn.Linear(inner, channels)
+        self._zero_out_key: tuple | None = None
+        self._zero_out = False
+
+    def is_frozen_identity(self) -> bool:
+        """True when the module is exactly the identity and nothing in it trains: ``proj_out`` is all zeros and no
+        parameter requires a gradient (the motion modules during the image stage, or a fresh network at inference).
+        Its output is then its input, bit for bit, and :meth:`forward` skips the computation."""
+        w, b = self.proj_out.weight, self.proj_out.bias
+        if torch.compiler.is_compiling() or w.requires_grad or (b is not None and b.requires_grad):
+            return False
+        key = (w.data_ptr(), w._version, None if b is None else (b.data_ptr(), b._version))
+        if key != self._zero_out_key:  # re-checked only after the weights changed (optimizer step, loading)
+            self._zero_out_key = key
+            self._zero_out = not bool(w.any()) and (b is None or not bool(b.any()))
+        return self._zero_out and not any(p.requires_grad for p in self.parameters())
 
     def forward(self, x: torch.Tensor, video_length: int) -> torch.Tensor:
         """``x``: (B*F, C, H, W) frames with batch outermost; returns the same shape."""
+        if self.is_frozen_identity():
+            return x
         bf, c, h, w = x.shape
         residual = x
         hidden = self.norm(x).permute(0, 2, 3, 1).reshape(bf, h * w, c)
