@@ -574,7 +574,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
             video = sample_video(cfg, results, held, out)
     g = goals(evals, cfg)
     report = {
-        "format": "vexpress-demo-report", "version": 1,
+        "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),
         "seconds": {**phases.seconds, "total": phases.total},
         "data": {"root": str(root), "train_clips": len(train_records), "heldout_clips": len(held)},
         "vae": {k: v for k, v in vae_info.items() if k != "key"},
