@@ -12,7 +12,7 @@ while [[ $# -gt 0 && "$1" =~ ^[0-9]+$ ]]; do seeds+=("$1"); shift; done
 OUT="${VEXPRESS_SEEDS_DIR:-${ROOT}/demo_output/seeds}"
 reports=()
 for s in "${seeds[@]}"; do
-  "${ROOT}/.venv/bin/vexpress-demo" output_dir="${OUT}/seed_${s}" "train_overrides=[seed=${s}]" \
+  "${ROOT}/.venv/bin/vexpress-demo" output_dir="${OUT}/seed_${s}" "train_overrides=[\"seed=${s}\"]" \
       sample_video.enabled=false "$@"
   reports+=("${OUT}/seed_${s}/report.json")
 done
