@@ -348,12 +348,11 @@ def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
 @torch.no_grad()
 def evaluate_vae_floor(vae: Any, records: Sequence[Any], ecfg: Any) -> dict[str, Any]:
     """The same measurement on VAE reconstructions of the ground-truth frames: the best a latent model can score."""
-    from vexpress.data.video import read_all_frames
     from vexpress.evaluation import SyntheticItem, evaluate_synthetic
 
     items = []
     for rec in records:
-        frames = read_all_frames(rec.video)[: int(ecfg.frames)]
+        frames = rec.frames(range(min(int(ecfg.frames), int(rec.num_frames))))  # only the evaluated frames
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         out = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
         items.append(SyntheticItem(rec, frames=out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy(),
@@ -380,12 +379,12 @@ def evaluation_targets(cfg: Any, results: Mapping[str, list]) -> list[tuple[str,
 # sample video
 # ---------------------------------------------------------------------------------------------------------------
 def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], out: Path) -> Path:
-    from vexpress.data.video import read_all_frames, write_video
+    from vexpress.data.video import write_video
 
     scfg = cfg.sample_video
     rec = records[int(scfg.clip_index) % len(records)]
     n = min(int(round(float(scfg.seconds) * float(rec.fps))), rec.num_frames)
-    panels = [read_all_frames(rec.video)[:n]]
+    panels = [rec.frames(range(n))]
     for run in scfg.runs:
         export = Path(results[run][-1]["stage_dir"]) / "export"
         panels.append(generate_clip(_pipeline(export, cfg.eval), rec, rec, n, cfg.eval)[:n])
