@@ -182,9 +182,11 @@ class VExpressPipeline:
             audio_encoder: local ``wav2vec2-base-960h`` folder, an encoder config, or an encoder object.
             config: network config (default: ``VExpressConfig.sd15()``, the release architecture).
         """
+        from vexpress.audio.encoders import check_official_encoder
         from vexpress.models import VExpressConfig, VExpressNet
         from vexpress.models.weights import load_official
 
+        check_official_encoder(audio_encoder)  # the release is wav2vec2-only: refuse others before reading weights
         dev = _resolve_device(device)
         cfg = config if config is not None else VExpressConfig.sd15()
         if not isinstance(cfg, VExpressConfig):
@@ -690,7 +692,7 @@ def _build_encoder(spec: Any, device: torch.device):
         return spec
     from vexpress.audio.encoders import build_audio_encoder
 
-    if isinstance(spec, Mapping) and str(spec.get("name", "")).lower().startswith("wav2vec") \
+    if isinstance(spec, Mapping) and str(spec.get("name", "")).lower().startswith(("wav2vec", "whisper")) \
             and "device" not in spec:
         spec = {**spec, "device": str(device)}
     return build_audio_encoder(spec)
