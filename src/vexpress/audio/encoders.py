@@ -11,6 +11,9 @@ two rows per video frame by :func:`vexpress.audio.windows.audio_windows`.
 - :class:`Wav2Vec2Encoder`: ``transformers`` ``Wav2Vec2Model`` from a local folder (the official
   ``facebook/wav2vec2-base-960h``), ``last_hidden_state``, with the processor's zero-mean/unit-variance input
   normalisation, as the official ``extract_audio_embeddings.py``.
+- :class:`vexpress.audio.whisper.WhisperEncoder` (``name: whisper``): the encoder of a local multilingual Whisper
+  checkpoint (any size), exactly 50 rows per second; the official release stays wav2vec2-only
+  (:func:`check_official_encoder`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
-from vexpress.errors import InputError, WeightsError
+from vexpress.errors import InputError, ShapeError, WeightsError
 
 SAMPLE_RATE = 16000
 
@@ -199,7 +202,8 @@ class Wav2Vec2Encoder:
 
 
 def build_audio_encoder(cfg: Mapping[str, Any] | str | None = None) -> AudioEncoder:
-    """Encoder from a config: ``{"name": "logmel", n_mels: 80, ...}`` or ``{"name": "wav2vec2", "path": DIR}``.
+    """Encoder from a config: ``{"name": "logmel", n_mels: 80, ...}``, ``{"name": "wav2vec2", "path": DIR}`` or
+    ``{"name": "whisper", "path": DIR, "layers": -1}`` (:class:`vexpress.audio.whisper.WhisperEncoder`).
 
     A bare string is the name; ``None`` gives the default log-mel encoder. A ``_target_`` key (Hydra) is ignored.
     """
@@ -216,7 +220,51 @@ def build_audio_encoder(cfg: Mapping[str, Any] | str | None = None) -> AudioEnco
             raise WeightsError("the wav2vec2 audio encoder needs a local path: set audio_encoder.path=/path/to/"
                                "wav2vec2-base-960h")
         return Wav2Vec2Encoder(**cfg)
-    raise InputError(f"unknown audio encoder {name!r}; use 'logmel' (weight-free) or 'wav2vec2' (local path)")
+    if name == "whisper":
+        if not cfg.get("path"):
+            raise WeightsError("the whisper audio encoder needs a local path: set audio_encoder.path=/path/to/"
+                               "whisper-small (a folder saved with save_pretrained)")
+        from vexpress.audio.whisper import WhisperEncoder
+
+        return WhisperEncoder(**cfg)
+    raise InputError(f"unknown audio encoder {name!r}; use 'logmel' (weight-free), 'wav2vec2' or 'whisper' (local "
+                     "path)")
+
+
+def is_official_encoder(encoder: Any) -> bool:
+    """True when ``encoder`` (an encoder object, its config, its name, or a folder path, which the official route
+    reads as wav2vec2) is the kind the official V-Express release was trained with: wav2vec2."""
+    if encoder is None:
+        return True
+    if isinstance(encoder, (str, os.PathLike)):
+        return Path(os.path.expanduser(str(encoder))).is_dir() or str(encoder).lower().startswith("wav2vec")
+    if isinstance(encoder, Mapping):
+        return str(encoder.get("name") or "logmel").lower().startswith("wav2vec")
+    return isinstance(encoder, Wav2Vec2Encoder) or str(getattr(encoder, "name", "")).startswith("wav2vec2")
+
+
+def check_official_encoder(encoder: Any) -> None:
+    """Refuse pairing the official V-Express weights with another audio encoder (their audio projection was trained
+    on wav2vec2-base-960h features; another encoder of the same width would load but drive the lips with noise).
+
+    ``encoder``: an encoder object, its config, its name, or a folder path (read as wav2vec2, as the official route
+    does).
+    """
+    if not is_official_encoder(encoder):
+        name = (encoder.get("name") or "logmel") if isinstance(encoder, Mapping) else getattr(encoder, "name", encoder)
+        raise WeightsError(f"the official V-Express weights only work with the wav2vec2 audio encoder "
+                           f"(wav2vec2-base-960h), not {name}; set audio_encoder.name=wav2vec2, or train a model on "
+                           "the other encoder's features")
+
+
+def check_encoder_width(encoder: Any, embedding_dim: int, what: str = "the model") -> None:
+    """Raise a one-line :class:`ShapeError` when ``encoder.dim`` differs from the AudioProjection ``embedding_dim``."""
+    dim = getattr(encoder, "dim", None)
+    if dim is not None and int(dim) != int(embedding_dim):
+        name = getattr(encoder, "name", type(encoder).__name__)
+        raise ShapeError(f"the audio encoder {name} gives {int(dim)}-d features but {what} expects "
+                         f"audio_projection.embedding_dim={int(embedding_dim)}; use the encoder the model was trained "
+                         f"with, or set the model's audio dim to {int(dim)} (data.audio_dim={int(dim)} in training)")
 
 
 def expected_rows(encoder: AudioEncoder, duration_s: float) -> int:
