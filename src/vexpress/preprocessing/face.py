@@ -6,10 +6,10 @@
 
 The three V-Kps points ``kps`` follow the insightface 5-point definition used by the official release
 (``kps[:3]`` = left-in-image eye centre, right-in-image eye centre, nose tip). Mediapipe has no landmark that is
-exactly that point, so each one is a fixed weighted mean of nearby mesh landmarks (the weights sum to one, so the
-combination moves exactly with the face under translation, rotation and scale). The weights were fitted by least
-squares against the official insightface ``kps.pth`` files of the shared sample clips (see ``docs/data.md`` for the
-measured distances and :mod:`vexpress.kps.calibration` for the fitting procedure).
+exactly that point, so each one is a fixed rigid combination of a few mesh landmarks (:data:`KPS_WEIGHTS`, it moves
+exactly with the face under translation, rotation and scale) with 2-3 coefficients fitted by least squares against
+the official insightface points and checked on clips left out of the fit (see ``docs/data.md`` for the measured
+distances and :mod:`vexpress.kps.calibration` for the definitions and the fitting procedure).
 
 Modes: ``mode="image"`` treats every frame independently; ``mode="video"`` lets mediapipe track the face from one
 frame to the next (steadier landmarks, faster). Call :meth:`FaceAnalyzer.reset` (or use a new analyzer) before the
@@ -71,42 +71,51 @@ RECORD_LANDMARKS: tuple[int, ...] = (FACE_OVAL + BROWS + EYE_LEFT_IN_IMAGE + EYE
                                      + MOUTH_LANDMARKS)
 NUM_MESH_LANDMARKS = 478
 
-# Weighted means of mesh landmarks that reproduce insightface's eye centres and nose tip (weights sum to 1; fitted
-# with vexpress.kps.calibration on the shared sample clips, frames resized to 512x512).
+# Insightface's eye centres and nose tip as rigid functions of the mesh (fitted with vexpress.kps.calibration:
+# POINT_MODELS, least squares on the four official clips with insightface points, frames of 512x512):
+#   point = sum_n KPS_WEIGHTS[n] * lm[n] + rot90(sum_n KPS_ROT_WEIGHTS[n] * lm[n]),   rot90(x, y) = (-y, x)
+# The weights sum to 1 and the rotated ones to 0, so the point moves exactly with the face under translation,
+# rotation and scale. Eyes: the middle of the eye corners, pulled toward the nose bridge (168) and offset along
+# the eye line and its normal. Nose: the tip-side landmark 4 moved back along the depth direction (inner eye
+# corners' middle minus the nose bridge), so it turns less with the head than mediapipe's tip.
 KPS_WEIGHTS: tuple[dict[int, float], ...] = (
-    {468: -0.0533, 469: -0.0695, 470: 0.0806, 471: 0.0458, 472: -0.0719, 33: 0.1359, 133: 0.1534, 159: 0.0211,
-     145: -0.0225, 7: 0.0806, 163: 0.0429, 144: 0.0046, 153: -0.0124, 154: 0.0352, 155: 0.0972, 173: 0.1370,
-     157: 0.0889, 158: 0.0367, 160: 0.0441, 161: 0.0896, 246: 0.1361},
-    {473: -0.0640, 474: 0.0583, 475: 0.1941, 476: -0.0522, 477: -0.1811, 362: 0.1030, 263: 0.0947, 386: 0.0262,
-     374: 0.0494, 249: 0.0859, 390: 0.0841, 373: 0.0751, 380: 0.0242, 381: 0.0375, 382: 0.0806, 398: 0.0948,
-     384: 0.0830, 385: 0.0705, 387: 0.0178, 388: 0.0405, 466: 0.0773},
-    {1: 0.4543, 4: -0.0065, 5: 0.0021, 2: -0.0545, 19: 0.0378, 94: 0.0302, 195: 0.0140, 197: 0.0193, 6: 0.0152,
-     98: -0.2427, 327: 0.0789, 45: 0.0915, 275: -0.0925, 44: 0.1372, 274: -0.0403, 220: 0.2474, 440: -0.0222,
-     48: 0.1669, 278: 0.1638},
+    {33: 0.4938, 133: 0.4379, 168: 0.1242, 263: -0.0559},
+    {33: -0.0559, 168: 0.1242, 263: 0.4938, 362: 0.4379},
+    {4: 0.9742, 133: 0.2393, 168: -0.4528, 362: 0.2393},
+)
+KPS_ROT_WEIGHTS: tuple[dict[int, float], ...] = (
+    {33: 0.0155, 263: -0.0155},
+    {33: 0.0155, 263: -0.0155},
+    {},
 )
 
 
-def _weight_matrix(weights: Sequence[dict[int, float]] = KPS_WEIGHTS) -> np.ndarray:
+def _weight_matrix(weights: Sequence[dict[int, float]] = KPS_WEIGHTS, total: float = 1.0) -> np.ndarray:
     m = np.zeros((len(weights), NUM_MESH_LANDMARKS), dtype=np.float64)
     for row, w in enumerate(weights):
         for idx, val in w.items():
             m[row, idx] = val
-        m[row] /= m[row].sum()  # exact affine combination despite the rounding of the published weights
+        nz = m[row] != 0
+        if nz.any():  # exact sums (1 or 0) despite the rounding of the published weights
+            m[row, nz] += (total - m[row].sum()) / nz.sum()
     return m
 
 
-_KPS_MATRIX: np.ndarray | None = None
+_KPS_MATRIX: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def kps_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """(..., 478, 2) mesh landmarks -> (..., 3, 2) float32 V-Kps points [left eye, right eye, nose] (image terms)."""
     global _KPS_MATRIX
     if _KPS_MATRIX is None:
-        _KPS_MATRIX = _weight_matrix()
+        _KPS_MATRIX = (_weight_matrix(KPS_WEIGHTS, 1.0), _weight_matrix(KPS_ROT_WEIGHTS, 0.0))
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape[-2:] != (NUM_MESH_LANDMARKS, 2):
         raise InputError(f"face mesh landmarks must be (..., {NUM_MESH_LANDMARKS}, 2), got {lm.shape}")
-    return np.einsum("kn,...nd->...kd", _KPS_MATRIX, lm).astype(np.float32)
+    w, v = _KPS_MATRIX
+    rot = np.einsum("kn,...nd->...kd", v, lm)
+    out = np.einsum("kn,...nd->...kd", w, lm) + np.stack([-rot[..., 1], rot[..., 0]], axis=-1)
+    return out.astype(np.float32)
 
 
 @dataclass
