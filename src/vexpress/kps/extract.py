@@ -20,10 +20,13 @@ from vexpress.kps.io import KPS_FRAME_SIZE
 
 
 def extract_kps(video: str | os.PathLike, size: int = KPS_FRAME_SIZE, mode: str = "video",
-                min_face_fraction: float = 0.5, analyzer=None, return_valid: bool = False):
+                min_face_fraction: float = 0.5, analyzer=None, return_valid: bool = False,
+                smooth_sigma: float = 0.0):
     """(T, 3, 2) float32 tensor of [left eye, right eye, nose] in ``size`` x ``size`` pixel coordinates.
 
-    With ``return_valid`` also returns the (T,) bool tensor of frames where a face was found.
+    With ``return_valid`` also returns the (T,) bool tensor of frames where a face was found. ``smooth_sigma`` > 0
+    smooths the points in time with :func:`smooth_kps` (zero-phase, no lag); off by default because against the
+    official insightface points it gains nothing (see ``docs/data.md``).
     """
     from vexpress.data.video import iter_frames
     from vexpress.preprocessing.clips import _interpolate_invalid
@@ -52,8 +55,29 @@ def extract_kps(video: str | os.PathLike, size: int = KPS_FRAME_SIZE, mode: str 
         raise NoFaceError(f"no face found in {100 * (1 - v.mean()):.0f}% of the frames of {video}; give a driving "
                           "video that shows one face")
     arr = _interpolate_invalid(np.stack(kps).astype(np.float32), v)
+    if smooth_sigma > 0:
+        arr = smooth_kps(arr, smooth_sigma)
     out = torch.from_numpy(arr)
     return (out, torch.from_numpy(v)) if return_valid else out
+
+
+def smooth_kps(kps: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase Gaussian smoothing of a (T, ...) point sequence along time (``sigma`` in frames).
+
+    Every output frame is a symmetric weighted mean of its neighbours (the ends are extended by reflection), so a
+    steady motion comes out without delay, unlike causal filters (exponential, One-Euro) that trail the motion.
+    """
+    x = np.asarray(kps, dtype=np.float64)
+    if sigma <= 0 or len(x) < 2:
+        return x.astype(np.float32)
+    r = max(1, int(round(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.concatenate([x[1:r + 1][::-1], x, x[-r - 1:-1][::-1]]) if len(x) > r else np.pad(
+        x, [(r, r)] + [(0, 0)] * (x.ndim - 1), mode="edge")
+    flat = pad.reshape(len(pad), -1)
+    out = np.stack([np.convolve(flat[:, i], k, mode="valid") for i in range(flat.shape[1])], -1)
+    return out.reshape(x.shape).astype(np.float32)
 
 
 def extract_kps_and_audio(video: str | os.PathLike, output: str | os.PathLike,
