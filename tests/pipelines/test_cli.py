@@ -76,6 +76,12 @@ def test_generates_from_an_export(export_dir, sample_ref, wav_file, tmp_path, ca
     info = probe_video(out)
     assert info.num_frames == round(0.55 * 10) and info.fps == pytest.approx(10) and info.has_audio
     assert (tmp_path / "info.json").is_file()
+    import av
+
+    with av.open(str(out)) as c:  # 0.55 s of speech under 6 frames at 10 fps: the audio track is padded to 0.6 s
+        a = c.streams.audio[0]
+        assert float(a.duration * a.time_base) == pytest.approx(0.6, abs=1e-3)
+    assert [p.name for p in out.parent.iterdir()] == ["video.mp4"]  # no temporary file left
 
 
 def test_no_face(export_dir, wav_file, tmp_path, capsys):

@@ -11,12 +11,18 @@ Driving input. A keypoint file (ours or the official ``kps.pth``; 512x512 coordi
 array, or a video. For a video, the largest face of every frame is analysed (tracking mode); frames without a face
 are filled by linear interpolation between their neighbours (and reported); the whole video gets one fixed crop,
 made with the same rule as the reference (from the median face position and size), so that keypoints "as is"
-(``no_retarget``) line up with a reference photo of the same framing.
+(``no_retarget``) line up with a reference photo of the same framing. The number of frames read is reported, and a
+video that decodes to clearly fewer frames than its container declares (a truncated download or copy) is refused:
+more than ``max(2, max_missing x declared)`` frames missing, ``max_missing`` = :data:`DRIVING_MAX_MISSING` by
+default (``driving_max_missing`` in ``conf/generate.yaml``; see :func:`driving_tolerance`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +41,37 @@ KPS_SUFFIXES = (".pth", ".pt", ".pkl", ".npy", ".bin")
 #: Coordinate frame of keypoint files (the official extraction script resizes frames to 512x512).
 KPS_FILE_SIZE = 512
 
+#: Fraction of its declared frames a driving video may fail to decode before it is refused as truncated.
+DRIVING_MAX_MISSING = 0.02
+#: ... but a couple of frames are always tolerated (edit lists, a last frame the encoder dropped).
+DRIVING_MISSING_FLOOR = 2
+
 Box = tuple[float, float, float, float]
+
+_max_missing: contextvars.ContextVar[float | None] = contextvars.ContextVar("driving_max_missing", default=None)
+
+
+def check_max_missing(value: float, name: str = "driving_max_missing") -> float:
+    """``value`` as a float in [0, 1), else a one-line :class:`InputError` naming ``name``."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if isinstance(value, bool) or not (math.isfinite(out) and 0.0 <= out < 1.0):
+        raise InputError(f"{name}={value!r} must be a fraction in [0, 1) (share of the declared frames a driving "
+                         f"video may lack; default {DRIVING_MAX_MISSING})")
+    return out
+
+
+@contextlib.contextmanager
+def driving_tolerance(max_missing: float | None):
+    """Within the block, :func:`load_driving` uses ``max_missing`` (see the module docstring) unless it is given
+    one explicitly; ``None`` keeps :data:`DRIVING_MAX_MISSING`."""
+    token = _max_missing.set(None if max_missing is None else check_max_missing(max_missing))
+    try:
+        yield
+    finally:
+        _max_missing.reset(token)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -202,6 +238,8 @@ class DrivingKps:
     source: str
     missing: list[int] = field(default_factory=list)  # frames without a face, filled by interpolation
     notes: list[str] = field(default_factory=list)
+    frames_read: int | None = None  # video: frames decoded
+    frames_declared: int | None = None  # video: frames its container declares (None: unknown)
 
 
 def is_kps_file(path: str | os.PathLike) -> bool:
@@ -236,11 +274,14 @@ def _load_kps_file(path: Path) -> np.ndarray:
 
 
 def load_driving(source: Any, width: int, height: int, *, crop: str = "face", crop_scale: float = CROP_SCALE,
-                 max_seconds: float | None = None, analyzer_factory: Callable | None = None) -> DrivingKps:
+                 max_seconds: float | None = None, analyzer_factory: Callable | None = None,
+                 max_missing: float | None = None) -> DrivingKps:
     """Driving keypoints (L, 3, 2) in output pixels from a keypoint file/array or a video.
 
     Keypoint files and arrays are in 512x512 coordinates (the official convention) and are rescaled to the output
-    size. ``max_seconds`` stops decoding a video once that much of it has been read.
+    size. ``max_seconds`` stops decoding a video once that much of it has been read. ``max_missing``: share of its
+    declared frames a video may fail to decode (at least :data:`DRIVING_MISSING_FLOOR` frames) before it is refused
+    as truncated; default: the :func:`driving_tolerance` in effect, else :data:`DRIVING_MAX_MISSING`.
     """
     if hasattr(source, "shape") and not isinstance(source, (str, os.PathLike)):
         from vexpress.kps.io import as_kps_tensor
@@ -255,14 +296,43 @@ def load_driving(source: Any, width: int, height: int, *, crop: str = "face", cr
         arr = _load_kps_file(path)
         scale = np.array([width / KPS_FILE_SIZE, height / KPS_FILE_SIZE], dtype=np.float32)
         return DrivingKps(arr * scale, None, f"keypoint file {path}")
-    return _driving_from_video(path, width, height, crop, crop_scale, max_seconds, analyzer_factory)
+    if max_missing is None:
+        max_missing = _max_missing.get()
+    max_missing = DRIVING_MAX_MISSING if max_missing is None else check_max_missing(max_missing, "max_missing")
+    return _driving_from_video(path, width, height, crop, crop_scale, max_seconds, analyzer_factory, max_missing)
+
+
+def declared_frames(path: str | os.PathLike) -> int | None:
+    """Frame count a video's container declares (mp4/mov sample table, or duration x rate); None if unknown."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            rate = stream.average_rate or stream.guessed_rate
+            if stream.duration and stream.time_base and rate:
+                return int(round(float(stream.duration * stream.time_base * rate)))
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the decoder with a proper message
+        return None
+    return None
+
+
+def missing_allowed(declared: int, max_missing: float) -> int:
+    """Frames a driving video of ``declared`` frames may lack: max(floor, max_missing x declared)."""
+    return max(DRIVING_MISSING_FLOOR, int(math.floor(max_missing * declared)))
 
 
 def _driving_from_video(path: Path, width: int, height: int, crop: str, crop_scale: float,
-                        max_seconds: float | None, analyzer_factory: Callable | None) -> DrivingKps:
+                        max_seconds: float | None, analyzer_factory: Callable | None,
+                        max_missing: float = DRIVING_MAX_MISSING) -> DrivingKps:
     from vexpress.data.video import iter_frames, probe_video
 
     fps = probe_video(path).fps or None
+    declared = declared_frames(path)
     max_frames = None
     if max_seconds is not None and fps:
         max_frames = int(np.ceil(max_seconds * fps)) + 2
@@ -272,10 +342,12 @@ def _driving_from_video(path: Path, width: int, height: int, crop: str, crop_sca
         analyzer_factory = lambda: FaceAnalyzer(mode="video")  # noqa: E731
     kps, boxes, valid = [], [], []
     size = None
+    stopped_early = False
     analyzer = analyzer_factory()
     try:
         for i, frame in enumerate(iter_frames(path)):
             if max_frames is not None and i >= max_frames:
+                stopped_early = True
                 break
             size = (frame.shape[1], frame.shape[0])
             faces = analyzer(frame)
@@ -293,18 +365,34 @@ def _driving_from_video(path: Path, width: int, height: int, crop: str, crop_sca
             close()
     if not kps:
         raise InputError(f"driving video {path} has no decodable frames; re-export it as H.264 mp4")
+    notes = []
+    read = len(kps)
+    if stopped_early:
+        msg = f"driving video {path}: read the first {read} frames" + (f" of {declared}" if declared else "") + \
+              " (enough for the audio)"
+    else:
+        lacking = (declared - read) if declared else 0
+        if declared and lacking > missing_allowed(declared, max_missing):
+            raise InputError(f"driving video {path} decodes to only {read} of the {declared} frames its container "
+                             f"declares ({lacking} missing): the file looks truncated; re-export or re-download it "
+                             f"(or allow it with driving_max_missing={min(0.99, lacking / declared + 0.01):.2f})")
+        msg = f"driving video {path}: read {read} frames" + (f" of the {declared} declared" if declared else "")
+        if lacking > 0:
+            msg += f"; {lacking} could not be decoded (within the tolerance of {missing_allowed(declared, max_missing)})"
+    log.log(logging.WARNING if "could not be decoded" in msg else logging.INFO, msg)
+    read_note = msg
     valid_arr = np.array(valid)
     if not valid_arr.any():
         raise NoFaceError(f"no face found in any frame of driving video {path}; give a video of a visible talking "
                           "face, or use retarget=fix_face without a driving input")
     missing = [int(i) for i in np.flatnonzero(~valid_arr)]
     kps_arr = interpolate_missing(np.stack(kps), valid_arr)
-    notes = []
     if missing:
         msg = (f"driving video {path}: no face in {len(missing)} of {len(kps)} frames "
                f"(first: {missing[:5]}); their keypoints were interpolated from the neighbouring frames")
         log.warning(msg)
         notes.append(msg)
+    notes.append(read_note)
     img_w, img_h = size
     if crop == "face":
         good = np.stack(boxes)[valid_arr]
@@ -315,4 +403,4 @@ def _driving_from_video(path: Path, width: int, height: int, crop: str, crop_sca
     else:
         box = full_box(img_w, img_h)
     out = to_output_coords(kps_arr, box, width, height)
-    return DrivingKps(out, fps, f"driving video {path}", missing, notes)
+    return DrivingKps(out, fps, f"driving video {path}", missing, notes, read, declared)

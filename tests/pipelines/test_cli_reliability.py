@@ -1,0 +1,209 @@
+"""``vexpress-generate`` failure modes found by testing: what is checked first, typed options, unwritable and stale
+outputs, truncated driving videos. Every user mistake is one ``error:`` line, exit code 2, and no file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.pipelines.test_cli import VENV_BIN, assert_user_error, run_cli
+from vexpress.errors import InputError
+from vexpress.pipelines.video_io import TMP_SUFFIX
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(TMP_SUFFIX) or p.suffix == ".mp4")
+
+
+# ---- 1. the weights route is checked first ----------------------------------------------------------------------
+def test_missing_weights_folder_is_named_before_the_vae(sample_ref, wav_file, tmp_path, capsys):
+    missing = tmp_path / "DOES_NOT_EXIST"
+    code, err = run_cli(capsys, weights=missing, reference_image=sample_ref, audio=wav_file(0.4),
+                        output=tmp_path / "o.mp4", pretrained_dir=tmp_path / "nothing_here")
+    assert_user_error(code, err, "weights folder", "DOES_NOT_EXIST", "does not exist")
+    assert "vae" not in err.lower()
+
+
+def test_weights_folder_without_weights_says_what_it_lacks(sample_ref, wav_file, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli(capsys, weights=empty, reference_image=sample_ref, audio=wav_file(0.4),
+                        output=tmp_path / "o.mp4", pretrained_dir=tmp_path / "nothing_here")
+    assert_user_error(code, err, "empty", "vexpress.json", "denoising_unet")
+    assert "sd-vae" not in err
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("denoising_unet.safetensors", "reference_net.bin"):
+        (partial / name).write_bytes(b"x")
+    code, err = run_cli(capsys, weights=partial, reference_image=sample_ref, audio=wav_file(0.4),
+                        output=tmp_path / "o.mp4", pretrained_dir=tmp_path / "nothing_here")
+    assert_user_error(code, err, "lacks motion_module, v_kps_guider, audio_projection")
+    # all five files present: only now is the missing VAE the problem
+    for name in ("motion_module.bin", "v_kps_guider.bin", "audio_projection.bin"):
+        (partial / name).write_bytes(b"x")
+    code, err = run_cli(capsys, weights=partial, reference_image=sample_ref, audio=wav_file(0.4),
+                        output=tmp_path / "o.mp4", pretrained_dir=tmp_path / "nothing_here")
+    assert_user_error(code, err, "sd-vae-ft-mse")
+    assert _leftovers(tmp_path) == []
+
+
+# ---- 4. numeric options are typed up front -------------------------------------------------------------------
+@pytest.mark.parametrize("key,value,words", [
+    ("guidance_scale", "abc", ("guidance_scale", "float")),
+    ("audio_guidance_scale", "abc", ("audio_guidance_scale", "float")),
+    ("reference_attention_weight", "nan", ("reference_attention_weight", "finite")),
+    ("height", "abc", ("height", "int")),
+    ("seed", "1.5", ("seed", "int")),
+    ("num_inference_steps", "many", ("num_inference_steps", "int")),
+    ("median_filter", "maybe", ("median_filter", "true or false")),
+    ("crf", "99", ("crf", "51")),
+    ("driving_max_missing", "abc", ("driving_max_missing", "float")),
+    ("driving_max_missing", "1.5", ("driving_max_missing", "[0, 1)")),
+])
+def test_bad_numeric_option_is_one_line(tmp_path, capsys, key, value, words):
+    # fails before anything is read: the photo and audio do not even exist
+    code, err = run_cli(capsys, weights="tiny", reference_image=tmp_path / "no.jpg", audio=tmp_path / "no.wav",
+                        output=tmp_path / "o.mp4", **{key: value})
+    assert_user_error(code, err, *words)
+    assert "Traceback" not in err and _leftovers(tmp_path) == []
+
+
+# ---- 5. the output folder is tried by creating the temporary file, before any work ----------------------------
+@pytest.mark.parametrize("output", ["/proc/o.mp4", "/proc/self/sub/o.mp4"])
+def test_unwritable_output_fails_before_the_inputs_are_read(tmp_path, capsys, output):
+    code, err = run_cli(capsys, weights="tiny", reference_image=tmp_path / "no.jpg", audio=tmp_path / "no.wav",
+                        output=output)
+    assert_user_error(code, err, "/proc", "output")  # the output is named, not the missing photo
+    assert "no.jpg" not in err
+
+
+def test_unwritable_info_json_fails_before_the_inputs_are_read(tmp_path, capsys):
+    code, err = run_cli(capsys, weights="tiny", reference_image=tmp_path / "no.jpg", audio=tmp_path / "no.wav",
+                        output=tmp_path / "o.mp4", info_json="/proc/info.json")
+    assert_user_error(code, err, "info_json", "/proc")
+    assert _leftovers(tmp_path) == []
+
+
+# ---- 6. stale temporary files ----------------------------------------------------------------------------------
+def test_stale_temporary_output_is_removed_by_the_next_run(wav_file, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "o.mp4"
+    stale = tmp_path / f".o.mp4.k1lled00{TMP_SUFFIX}"
+    stale.write_bytes(b"\0" * 1000)  # what a run killed with SIGKILL leaves
+    other = tmp_path / f".other.mp4.k1lled00{TMP_SUFFIX}"
+    other.write_bytes(b"\0")
+    img = tmp_path / "wall.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(img)
+    code, err = run_cli(capsys, weights="tiny", reference_image=img, audio=wav_file(0.4), output=out)
+    assert_user_error(code, err, "no face")  # this run fails too, but only after cleaning up
+    assert not stale.exists() and other.exists()
+    assert _leftovers(tmp_path) == [other.name]
+
+
+@pytest.mark.slow
+def test_killed_runs_leave_at_most_their_temporary_file(sample_ref, wav_file, tmp_path, capsys):
+    """A real ``vexpress-generate`` process: SIGTERM leaves nothing; SIGKILL leaves the temporary file, which the
+    next run for the same output removes."""
+    audio = wav_file(20.0, name="long.wav")
+    out = tmp_path / "o.mp4"
+    args = [str(VENV_BIN / "vexpress-generate"), "weights=tiny", f"reference_image={sample_ref}", f"audio={audio}",
+            f"output={out}", "height=64", "width=64", "fps=10", "num_inference_steps=50", "context_frames=8",
+            "context_overlap=2", "progress=false"]
+
+    def start_and_wait_for_temporary():
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        for _ in range(1200):  # up to 120 s on a loaded machine
+            tmps = [p for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)]
+            if tmps or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert len(tmps) == 1 and tmps[0].name.startswith(".o.mp4.")
+        return proc, tmps[0]
+
+    proc, tmp = start_and_wait_for_temporary()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    proc.stderr.close()
+    assert _leftovers(tmp_path) == []
+
+    proc, tmp = start_and_wait_for_temporary()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert _leftovers(tmp_path) == [tmp.name]  # SIGKILL: nothing can clean up
+
+    code, err = run_cli(capsys, weights="tiny", reference_image=tmp_path / "no.jpg", audio=audio, output=out)
+    assert_user_error(code, err, "no.jpg")
+    assert _leftovers(tmp_path) == []
+
+
+# ---- 3. truncated driving videos -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def truncated_driving(tmp_path_factory):
+    """A 132-frame faststart MP4 (the container declares its frames up front) cut at 50 % of its bytes."""
+    import av
+    from PIL import Image
+
+    from vexpress.data.video import read_all_frames
+    from vexpress.utils.paths import samples_dir
+
+    src = samples_dir() / "AOC" / "gt.mp4"
+    if not src.is_file():
+        pytest.skip(reason=f"shared sample video not present at {src}")
+    frames = read_all_frames(src)[:132]
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((192, 192))) for f in frames])
+    folder = tmp_path_factory.mktemp("driving")
+    full = folder / "full.mp4"
+    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width = s.height = 192
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for pk in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    data = full.read_bytes()
+    cut = folder / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    return full, cut
+
+
+@pytest.mark.slow
+def test_truncated_driving_video_is_refused_and_the_frames_read_are_reported(truncated_driving):
+    from vexpress.pipelines.inputs import declared_frames, driving_tolerance, load_driving
+
+    full, cut = truncated_driving
+    assert declared_frames(full) == declared_frames(cut) == 132
+    drv = load_driving(full, 64, 64)
+    assert drv.frames_read == 132 and any("read 132 frames of the 132 declared" in n for n in drv.notes)
+    with pytest.raises(InputError) as err:
+        load_driving(cut, 64, 64)
+    msg = str(err.value)
+    assert "cut.mp4" in msg and "of the 132 frames" in msg and "truncated" in msg and "\n" not in msg
+    with driving_tolerance(0.9):  # the user accepts it: used, with a warning note naming the count
+        drv = load_driving(cut, 64, 64)
+    assert 30 < drv.frames_read < 100 and drv.kps.shape[0] == drv.frames_read
+    assert any(f"read {drv.frames_read} frames of the 132 declared" in n and "could not be decoded" in n
+               for n in drv.notes)
+    # a driving video longer than the audio is read only as far as needed; that is no truncation
+    drv = load_driving(cut, 64, 64, max_seconds=0.5)
+    assert drv.frames_read < 30 and "enough for the audio" in drv.notes[-1]
+
+
+def test_truncated_driving_video_through_the_cli(truncated_driving, sample_ref, wav_file, tmp_path, capsys):
+    _, cut = truncated_driving
+    code, err = run_cli(capsys, weights="tiny", reference_image=sample_ref, audio=wav_file(4.0), driving=cut,
+                        output=tmp_path / "o.mp4")
+    assert_user_error(code, err, "cut.mp4", "truncated", "driving_max_missing")
+    assert _leftovers(tmp_path) == []
