@@ -25,25 +25,29 @@ def run(cfg) -> dict:
     from omegaconf import OmegaConf
 
     from vexpress.errors import InputError
-    from vexpress.preprocessing.clips import format_report, preprocess
-    from vexpress.utils.io import check_writable
+    from vexpress.preprocessing.clips import REPORT, format_report, preprocess
+    from vexpress.utils.io import check_writable, removing_empty_new_folders
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(str(cfg.output)).expanduser()
-    check_writable(out / "manifest.json", "dataset manifest")
-    metas = _as_list(cfg.official_meta)
-    if metas:
-        from vexpress.preprocessing.official import import_official
+    with removing_empty_new_folders(out):  # a failed run leaves no empty output folder behind
+        check_writable(out / "manifest.json", "dataset manifest")
+        metas = _as_list(cfg.official_meta)
+        if metas:
+            from vexpress.preprocessing.official import import_official
 
-        report = import_official(metas, out, base_dir=cfg.official_base_dir)
-    else:
-        inputs = _as_list(cfg.input)
-        if not inputs:
-            raise InputError("give input=<folder, video or .txt list> (or official_meta=[...])")
-        pcfg = OmegaConf.to_container(cfg.preprocess, resolve=True)
-        report = preprocess(inputs, out, pcfg, workers=int(cfg.workers), progress=bool(cfg.progress),
-                            input_root=cfg.input_root)
-    print(format_report(report))
+            report = import_official(metas, out, base_dir=cfg.official_base_dir)
+        else:
+            inputs = _as_list(cfg.input)
+            if not inputs:
+                raise InputError("give input=<folder, video or .txt list> (or official_meta=[...])")
+            pcfg = OmegaConf.to_container(cfg.preprocess, resolve=True)
+            report = preprocess(inputs, out, pcfg, workers=int(cfg.workers), progress=bool(cfg.progress),
+                                input_root=cfg.input_root)
+    print(format_report(report), flush=True)
+    if not report["kept"]:
+        raise InputError(f"no clip was usable: all {report['inputs']} input(s) were skipped; the reasons are above "
+                         f"and in {out / REPORT}")
     return report
 
 

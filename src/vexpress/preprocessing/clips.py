@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,11 +96,15 @@ def find_videos(inputs: Sequence[str | os.PathLike] | str | os.PathLike) -> list
             out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES
                               and not q.name.startswith(".")))
         elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text().splitlines():
+            for number, line in enumerate(p.read_text().splitlines(), 1):
                 line = line.strip()
                 if line and not line.startswith("#"):
                     q = Path(line).expanduser()
-                    out.append(q if q.is_absolute() else (p.parent / q))
+                    q = q if q.is_absolute() else (p.parent / q)
+                    if not q.is_file():
+                        raise InputError(f"{p}, line {number}: {q} does not exist or is not a file; fix or remove "
+                                         "that line of the list")
+                    out.append(q)
         elif p.exists():
             out.append(p)
         else:
@@ -277,16 +283,19 @@ def process_clip(path: Path, out_root: Path, clip_id: str, cfg: PreprocessConfig
 _WORKER: dict = {}
 
 
-def _worker_setup(cfg_dict: dict) -> None:
-    from vexpress.utils.native import single_threaded_worker
+def _worker_setup(cfg_dict: dict, parent_pid: int | None = None) -> None:
+    """Per-process set-up. In a pool worker (``parent_pid`` given) the process also ends when its parent ends."""
+    from vexpress.utils.native import exit_with_parent, single_threaded_worker
 
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     single_threaded_worker()
     from vexpress.audio import build_audio_encoder
     from vexpress.preprocessing.face import FaceAnalyzer
 
     cfg = PreprocessConfig.from_dict(cfg_dict)
     _WORKER.update(cfg=cfg, analyzer=FaceAnalyzer(mode="video", max_faces=2),
-                   encoder=build_audio_encoder(cfg.audio_encoder))
+                   encoder=build_audio_encoder(cfg.audio_encoder), parent=parent_pid)
 
 
 def _work(job: tuple[str, str, str]) -> dict:
@@ -294,6 +303,11 @@ def _work(job: tuple[str, str, str]) -> dict:
     src, out_root, clip_id = job
     if not _WORKER:
         raise RuntimeError("worker not initialised")
+    if _WORKER.get("parent") is not None:
+        from vexpress.utils.native import parent_alive
+
+        if not parent_alive(_WORKER["parent"]):  # the run was killed: write nothing more
+            os._exit(1)
     cfg = _WORKER["cfg"]
     t0 = time.perf_counter()
     try:
@@ -316,17 +330,77 @@ def _reason_class(reason: str) -> str:
     return reason.split(":")[0][:40]
 
 
+def reconcile(out: Path, current_ids: Iterable[str]) -> list[str]:
+    """Remove what earlier runs made for sources that are no longer among the inputs; returns the removed clip ids.
+
+    Clip folders written by this preprocessing (imported official clips are left alone) and skip notes whose id is
+    not current go. The manifest is first rewritten (atomically) without those clips, so it never lists a missing
+    folder; each folder is then moved to a ``.*.old`` name (cleaned up by the next run if this one is killed) and
+    deleted.
+    """
+    from vexpress.data.records import CLIPS_DIR, MANIFEST, META
+    from vexpress.utils.io import write_json
+
+    keep = set(current_ids)
+    clips = out / CLIPS_DIR
+    stale: list[str] = []
+    if clips.is_dir():
+        for d in sorted(clips.iterdir()):
+            if d.name.startswith(".") or d.name in keep or not d.is_dir() or not (d / META).is_file():
+                continue
+            try:
+                meta = json.loads((d / META).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(meta, dict) and "preprocess_key" in meta:
+                stale.append(d.name)
+    if stale:
+        manifest = out / MANIFEST
+        if manifest.is_file():
+            try:
+                body = json.loads(manifest.read_text())
+            except json.JSONDecodeError:  # rewritten at the end of the run anyway
+                body = None
+            if isinstance(body, dict):
+                entries = [e for e in body.get("clips", []) if e.get("id") not in stale]
+                write_json(manifest, {**body, "num_clips": len(entries), "clips": entries})
+            else:
+                manifest.unlink()
+        for cid in stale:
+            trash = Path(tempfile.mkdtemp(prefix=f".{cid}.", suffix=".old", dir=clips))
+            os.replace(clips / cid, trash / cid)
+            shutil.rmtree(trash, ignore_errors=True)
+    notes = out / SKIPPED_DIR
+    if notes.is_dir():
+        for note in notes.glob("*.json"):
+            if note.stem not in keep:
+                note.unlink()
+    return stale
+
+
 def preprocess(inputs: Sequence[str | os.PathLike] | str, out_root: str | os.PathLike,
                cfg: PreprocessConfig | Mapping[str, Any] | None = None, workers: int = 1,
                progress: bool = True, input_root: str | os.PathLike | None = None) -> dict:
-    """Preprocess videos into ``out_root`` (records + manifest + report); returns the report dict."""
-    from vexpress.audio import build_audio_encoder
-    from vexpress.data.records import clean_partial, is_clip_done, read_clip, scan_clips, write_manifest
-    from vexpress.utils.io import write_json
+    """Preprocess videos into ``out_root`` (records + manifest + report); returns the report dict.
+
+    The output is reconciled with ``inputs``: clips (and skip notes) of sources no longer listed are removed
+    (``report["removed_clips"]``). Folders this call creates are removed again if they stay empty.
+    """
+    from vexpress.data.records import CLIPS_DIR
+    from vexpress.utils.io import removing_empty_new_folders
 
     if not isinstance(cfg, PreprocessConfig):
         cfg = PreprocessConfig.from_dict(cfg)
     out = Path(out_root).expanduser()
+    with removing_empty_new_folders(out, out / CLIPS_DIR, out / SKIPPED_DIR):
+        return _preprocess(inputs, out, cfg, workers, progress, input_root)
+
+
+def _preprocess(inputs: Sequence[str | os.PathLike] | str, out: Path, cfg: PreprocessConfig, workers: int,
+                progress: bool, input_root: str | os.PathLike | None) -> dict:
+    from vexpress.data.records import MANIFEST, clean_partial, is_clip_done, read_clip, scan_clips, write_manifest
+    from vexpress.utils.io import write_json
+
     out.mkdir(parents=True, exist_ok=True)
     clean_partial(out)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -341,6 +415,7 @@ def preprocess(inputs: Sequence[str | os.PathLike] | str, out_root: str | os.Pat
         if cid in ids:
             cid = f"{cid}_{hashlib.sha1(str(f).encode()).hexdigest()[:6]}"
         ids[cid] = f
+    removed = reconcile(out, ids)
     key = cfg.key()
     results: list[dict] = []
     jobs: list[tuple[str, str, str]] = []
@@ -373,7 +448,7 @@ def preprocess(inputs: Sequence[str | os.PathLike] | str, out_root: str | os.Pat
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_setup, initargs=(asdict(cfg),)) as ex:
+                                 initializer=_worker_setup, initargs=(asdict(cfg), os.getpid())) as ex:
             futures = [ex.submit(_work, j) for j in jobs]
             for fut in as_completed(futures):
                 done.append(fut.result())
@@ -401,11 +476,12 @@ def preprocess(inputs: Sequence[str | os.PathLike] | str, out_root: str | os.Pat
 
     kept_ids = {r["id"] for r in results if r["status"] == "kept"}
     records = [c for c in scan_clips(out) if c.id in kept_ids]
-    enc = build_audio_encoder(cfg.audio_encoder) if records else None
-    write_manifest(out, records, kind="real", audio_encoder={"name": records[0].audio_encoder,
-                   "dim": int(records[0].extra.get("audio_dim", 0)), "rate_hz": records[0].extra.get("audio_rate_hz")}
-                   if records else ({"name": enc.name} if enc else None), preprocess=asdict(cfg),
-                   preprocess_key=key)
+    if records:
+        write_manifest(out, records, kind="real", audio_encoder={"name": records[0].audio_encoder,
+                       "dim": int(records[0].extra.get("audio_dim", 0)),
+                       "rate_hz": records[0].extra.get("audio_rate_hz")}, preprocess=asdict(cfg), preprocess_key=key)
+    elif (out / MANIFEST).is_file():  # no usable clip: no dataset either (the report says why)
+        (out / MANIFEST).unlink()
     skipped = [r for r in results if r["status"] == "skipped"]
     by_reason: dict[str, int] = {}
     for r in skipped:
@@ -415,7 +491,7 @@ def preprocess(inputs: Sequence[str | os.PathLike] | str, out_root: str | os.Pat
               "processed_now": len(done), "resumed": sum(1 for r in results if r.get("resumed")),
               "skipped_by_reason": by_reason,
               "skipped_clips": [{"id": r["id"], "source": r["source"], "reason": r["reason"]} for r in skipped],
-              "kept_clips": sorted(kept_ids)}
+              "kept_clips": sorted(kept_ids), "removed_clips": removed}
     write_json(out / REPORT, report)
     return report
 
@@ -423,6 +499,10 @@ def preprocess(inputs: Sequence[str | os.PathLike] | str, out_root: str | os.Pat
 def format_report(report: Mapping[str, Any]) -> str:
     lines = [f"{report['kept']} kept, {report['skipped']} skipped of {report['inputs']} videos "
              f"({report['processed_now']} processed now, {report['resumed']} done before) -> {report['output']}"]
+    removed = report.get("removed_clips") or []
+    if removed:
+        lines.append(f"  removed {len(removed)} clip(s) whose source is no longer among the inputs: "
+                     + ", ".join(removed[:10]) + (f" and {len(removed) - 10} more" if len(removed) > 10 else ""))
     for reason, n in sorted(report["skipped_by_reason"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  skipped {n}: {reason}")
     for r in report["skipped_clips"][:20]:

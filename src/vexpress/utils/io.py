@@ -53,6 +53,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for outputs that must appear together: yields one temporary path per destination (each
+    next to its final name); only when the block succeeds are they all renamed into place, and on any error none is
+    (the temporary files are removed)."""
+    finals = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for p in finals:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmps.append(_tmp_path(p))
+        yield list(tmps)
+        mode = 0o666 & ~_umask()
+        for tmp in tmps:
+            if tmp.exists():
+                os.chmod(tmp, mode)
+        for tmp, p in zip(tmps, finals):
+            os.replace(tmp, p)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any):
     """``open()`` that only shows the file under its final name once it is completely written."""
     with atomic_path(path) as tmp:
@@ -139,12 +164,60 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     if path.is_dir():
         raise InputError(f"{what} path {path} is a directory; give a file name")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"cannot write the {what} {path}: {parent} is a file, not a folder; choose another path")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise InputError(f"cannot create folder {parent} for the {what}: {err.strerror}") from err
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"{what} folder {parent} is not writable; choose another output path")
+        raise InputError(f"cannot create folder {parent} for the {what}: {err.strerror or err}") from err
+    probe_writable(parent, what)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{what} {path} exists and is not writable; choose another output path")
     return path.resolve()
+
+
+def probe_writable(folder: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early when no file can be created in ``folder``: a temporary file is created there and removed.
+
+    Unlike ``os.access`` this also catches what root cannot write (read-only mounts, ``/proc``).
+    """
+    folder = Path(folder)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".vexpress-write-test.", suffix=".tmp-part", dir=folder)
+    except OSError as err:
+        raise InputError(f"{what} folder {folder} is not writable ({err.strerror or err}); choose another "
+                         "output path") from err
+    os.close(fd)
+    os.unlink(name)
+    return folder
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and prove it accepts files (before any compute); returns the resolved path."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is an existing file; give a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the {what} {folder}: {err.strerror or err}; choose another path") from err
+    probe_writable(folder, what)
+    return folder.resolve()
+
+
+@contextlib.contextmanager
+def removing_empty_new_folders(*folders: str | os.PathLike) -> Iterator[None]:
+    """Remove on exit (success or failure) those of ``folders``, and of their missing ancestors, that did not exist
+    on entry and are empty then: a failed run leaves no empty folders behind."""
+    new: set[Path] = set()
+    for f in folders:
+        p = Path(f).expanduser().absolute()
+        while not p.exists() and p != p.parent:
+            new.add(p)
+            p = p.parent
+    try:
+        yield
+    finally:
+        for p in sorted(new, key=lambda q: len(q.parts), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()

@@ -52,3 +52,50 @@ def single_threaded_worker() -> None:
         cv2.setNumThreads(1)
     except Exception:  # noqa: BLE001  (OpenCV is optional: mediapipe brings it)
         pass
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """Ask the Linux kernel to send ``sig`` to this process when its parent dies; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def exit_with_parent(parent_pid: int | None = None, poll_seconds: float = 1.0) -> None:
+    """Make this (worker) process end when its parent process ends, even when the parent is killed with SIGKILL.
+
+    Call it first thing in a process-pool worker's initializer, with the parent's pid (``os.getpid()`` in the
+    parent, passed through ``initargs``). Two guards: on Linux the kernel sends SIGKILL at the parent's death
+    (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon thread checks every ``poll_seconds`` that the process was
+    not re-parented. A parent that died before this call is caught by the immediate check.
+    """
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid() if parent_pid is None else int(parent_pid)
+    _set_parent_death_signal(signal.SIGKILL)
+    if not parent_alive(parent):
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if not parent_alive(parent):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="vexpress-exit-with-parent", daemon=True).start()
+
+
+def parent_alive(parent_pid: int) -> bool:
+    """Whether this process's parent is still ``parent_pid`` (an orphan is re-parented to init or a reaper)."""
+    return os.getppid() == int(parent_pid)
