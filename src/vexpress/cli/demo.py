@@ -9,13 +9,41 @@ the shuffled-audio control -> sample video -> ``report.{md,json,png}`` under ``o
 
 from __future__ import annotations
 
-from vexpress.cli._common import config_path, user_errors
+import logging
+from pathlib import Path
+
+from vexpress.cli._common import hydra_main, user_errors
+
+
+LOG_FILE = "demo.log"
+
+
+def check_folders(cfg) -> Path:
+    """``output_dir`` and ``paths.cache_dir`` accept files (a temporary file is created in each) before any work;
+    returns the output folder. Hydra itself creates no folder for the demo (``hydra.run.dir: .``)."""
+    from vexpress.utils.io import check_writable_folder
+
+    out = check_writable_folder(str(cfg.output_dir), "output_dir")
+    check_writable_folder(str(cfg.paths.cache_dir), "cache folder (paths.cache_dir)")
+    return out
+
+
+def _log_to_file(path: Path) -> None:
+    """The run's log lines also go to ``path`` (what Hydra's job logging did before the folder was checked)."""
+    root = logging.getLogger()
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in root.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root.addHandler(handler)
 
 
 @user_errors
 def task(cfg) -> None:
     from vexpress.training.demo import run_demo
 
+    out = check_folders(cfg)
+    _log_to_file(out / LOG_FILE)
     report = run_demo(cfg)
     print(f"[demo] report: {cfg.output_dir}/report.md  (total {report['seconds']['total']:.0f} s)")
     for label, e in report["evaluation"].items():
@@ -29,9 +57,7 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
-    import hydra
-
-    hydra.main(version_base="1.3", config_path=config_path(), config_name="demo")(task)()
+    hydra_main("demo", task, "vexpress-demo")
 
 
 if __name__ == "__main__":  # pragma: no cover

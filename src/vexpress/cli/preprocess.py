@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vexpress.cli._common import config_path, user_errors
+from vexpress.cli._common import hydra_main, user_errors
 
 
 def _as_list(value) -> list[str]:
@@ -52,9 +52,7 @@ def run(cfg) -> dict:
 
 
 def main() -> None:
-    import hydra
-
-    hydra.main(config_path=config_path(), config_name="preprocess", version_base="1.3")(run)()
+    hydra_main("preprocess", run, "vexpress-preprocess")  # one-line config errors, --help of its own groups
 
 
 if __name__ == "__main__":

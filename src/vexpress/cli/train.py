@@ -11,7 +11,9 @@ overrides), so everything that interpolates ``${stage.*}`` (frames and batch siz
 chained stage gets ``stage.init_from`` = the previous stage's export. A fresh Trainer is built per stage.
 
 Re-running with the same output folder (``hydra.run.dir=...``) resumes: finished stages (``export/DONE``) are skipped,
-an unfinished one continues from its ``checkpoints/last.ckpt`` (loaded with ``weights_only=True``).
+an unfinished one continues from its newest readable checkpoint (``checkpoints/last.ckpt``, else the previous step
+checkpoint, with a warning; loaded with ``weights_only=True``). A rerun of a finished run trains nothing, keeps its
+``train_summary.json`` and exits 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vexpress.cli._common import config_path, tidy_lightning_logging, user_errors
+from vexpress.cli._common import hydra_main, tidy_lightning_logging, user_errors
 
 log = logging.getLogger("vexpress.train")
 
@@ -134,11 +136,20 @@ def check_stage_names(names: Sequence[str]) -> None:
         raise InputError(f"curriculum names unknown stages {bad}; stage configs are {known}")
 
 
+def _checkpoint_dir(cfg) -> Path:
+    from omegaconf import OmegaConf
+
+    configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    return Path(str(configured)) if configured else Path(cfg.stage_dir) / "checkpoints"
+
+
 def _resume_checkpoint(cfg) -> str | None:
+    """The newest readable checkpoint of the stage (see :func:`vexpress.callbacks.checkpoint.resume_checkpoint`)."""
     if not cfg.get("resume", True):
         return None
-    path = Path(cfg.stage_dir) / "checkpoints" / "last.ckpt"
-    return str(path) if path.exists() else None
+    from vexpress.callbacks.checkpoint import resume_checkpoint
+
+    return resume_checkpoint(_checkpoint_dir(cfg), str(cfg.stage.name))
 
 
 def _finish_wandb() -> None:
@@ -163,6 +174,30 @@ def _make_resumable(datamodule: Any, seed: int) -> None:
     datamodule.train_dataloader = train_dataloader
 
 
+def check_data_against_model(cfg, model: Any) -> None:
+    """The data's frame size and latent downscale fit the model and its VAE (a one-line error naming the setting
+    to change, before any training work: a mismatch otherwise fails deep inside a training step)."""
+    from omegaconf import OmegaConf
+
+    check = getattr(model, "check_data", None)
+    if check is None:
+        return
+    image_size = OmegaConf.select(cfg, "data.image_size", default=None)
+    downscale = OmegaConf.select(cfg, "data.latent_downscale", default=None)
+    check(image_size=None if image_size is None else int(image_size),
+          latent_downscale=None if downscale is None else int(downscale),
+          data_name=_choice("data"), model_name=_choice("model"))
+
+
+def _choice(group: str) -> str:
+    """The command line's option of a config group (``data=prepared`` -> ``prepared``), or ``""``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.choices.get(group) or "")
+
+
 def train_stage(cfg) -> dict[str, Any]:
     """One ``trainer.fit`` for the stage in ``cfg``; returns a summary (export folder, steps, probe history)."""
     import lightning.pytorch as pl
@@ -171,16 +206,17 @@ def train_stage(cfg) -> dict[str, Any]:
 
     tidy_lightning_logging()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    ckpt = _resume_checkpoint(cfg)  # an unreadable checkpoint folder fails here, before anything is built
     datamodule = instantiate(cfg.data)
     if cfg.get("resumable_data", True):
         _make_resumable(datamodule, int(cfg.seed))
     model = instantiate(cfg.model)
+    check_data_against_model(cfg, model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
-    ckpt = _resume_checkpoint(cfg)
     if ckpt:
         log.info("resuming stage %s from %s", cfg.stage.name, ckpt)
     try:
@@ -231,21 +267,51 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: r[k] for k in keep if k in r} for r in results]
 
 
+SUMMARY = "train_summary.json"
+
+
+def _read_summary(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
+
+
+def merge_summary(previous: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's summary after a (re)run: a stage skipped because it was already finished keeps the record of the
+    run that trained it (same index and stage key); stages trained now get their new record."""
+    earlier = {(r.get("index"), r.get("stage_key")): r for r in previous if not r.get("skipped")}
+    out = []
+    for r in _summary(list(results)):
+        if r.get("skipped"):
+            old = earlier.get((r.get("index"), r.get("stage_key")))
+            if old is not None:
+                r = old
+        out.append(r)
+    return out
+
+
 @user_errors
 def task(cfg) -> None:
     from vexpress.utils.io import write_json
 
     results = run_curriculum(cfg)
     out = Path(cfg.paths.output_dir)
+    summary_path = out / SUMMARY
+    previous = _read_summary(summary_path)
+    if results and all(r.get("skipped") for r in results) and previous:
+        # nothing was trained: the run's records stay exactly as the run that trained it wrote them
+        log.info("run already finished: every stage is exported; kept %s", summary_path)
+        print(f"run already finished: every stage of {out} is exported (summary: {summary_path})")
+        return
     if out.is_dir():
-        write_json(out / "train_summary.json", _summary(results))
+        write_json(summary_path, merge_summary(previous, results))
     print(json.dumps([{k: r.get(k) for k in ("stage", "global_step", "export")} for r in results], indent=1))
 
 
 def main() -> None:
-    import hydra
-
-    hydra.main(version_base="1.3", config_path=config_path(), config_name="train")(task)()
+    hydra_main("train", task, "vexpress-train")
 
 
 if __name__ == "__main__":  # pragma: no cover

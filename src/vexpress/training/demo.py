@@ -302,9 +302,13 @@ def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffl
         "mouth_err_correct": control["mouth_err_correct"], "mouth_err_shuffled": control["mouth_err_shuffled"],
         "ratio": control["ratio"], "mouth_corr": row.get("mouth_corr"),
         "mouth_corr_shuffled": srow.get("mouth_corr"), "identity_err": row.get("identity_err"),
-        "pose_err": row.get("pose_err"), "clips": len(records), "frames": int(ecfg.frames),
+        "pose_err": row.get("pose_err"),
     }
     out["per_clip"] = per_clip_errors(out_dir / "per_clip.csv")
+    # what was scored (not what the config asked for): clips with a model row, frames generated per clip
+    out["clips"] = len(out["per_clip"])
+    frame_counts = sorted({int(it.frames.shape[0]) for it in items})
+    out["frames"] = frame_counts[0] if len(frame_counts) == 1 else frame_counts
     if include_gt:
         out["ground_truth"] = {k: v for k, v in res.summary.get("ground truth", {}).items()}
     return out
@@ -478,6 +482,28 @@ def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mappi
     plt.close(fig)
 
 
+def scored_protocol(eval_cfg: Mapping[str, Any], evals: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The evaluation protocol as it was carried out: ``clips`` / ``frames`` are the counts actually scored (every
+    run is scored on the same clips), the configured values are kept as ``clips_requested`` / ``frames_requested``."""
+    out = dict(eval_cfg)
+    out["clips_requested"], out["frames_requested"] = out.pop("clips", None), out.pop("frames", None)
+    scored = next(iter(evals.values()), None)
+    out["clips"] = scored.get("clips") if scored else 0
+    out["frames"] = scored.get("frames") if scored else 0
+    out["clip_ids"] = sorted(scored.get("per_clip") or {}) if scored else []
+    return out
+
+
+def _protocol_sentence(report: Mapping[str, Any]) -> str:
+    p = report.get("protocol") or {}
+    frames = p.get("frames")
+    frames = "-".join(str(f) for f in (frames[0], frames[-1])) if isinstance(frames, list) and frames else frames
+    text = f"{p.get('clips', 0)} held-out clips x {frames} frames evaluated per run"
+    if p.get("clips_requested") is not None and p.get("clips") != p.get("clips_requested"):
+        text += f" (eval.clips={p['clips_requested']} requested)"
+    return text
+
+
 def write_report(out: Path, report: Mapping[str, Any]) -> None:
     from vexpress.utils.io import atomic_open, write_json
 
@@ -485,7 +511,8 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
     evals, probes, g = report["evaluation"], report["probe"], report["goals"]
     lines = ["# vexpress demo report", "",
              f"Synthetic benchmark, tiny model, CPU. Total wall time **{report['seconds']['total']:.0f} s**. "
-             "Held-out identities only; protocol in `report.json` (`protocol`).", "",
+             f"Held-out identities only: {_protocol_sentence(report)}; protocol in `report.json` (`protocol`).",
+             "",
              "## Held-out evaluation", "",
              "| run | mouth err (correct audio) | mouth err (shuffled audio) | shuffled / correct | mouth corr | "
              "identity err | pose err (px) |", "|---|---|---|---|---|---|---|"]
@@ -560,6 +587,9 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     with phases("evaluate"):
         first = int(cfg.eval.get("first_clip", 0)) % max(1, len(held))
         records = (held[first:] + held[:first])[: int(cfg.eval.clips)]
+        if len(records) < int(cfg.eval.clips):
+            log.warning("eval.clips=%d but the held-out split has %d clips: evaluating %d", int(cfg.eval.clips),
+                        len(held), len(records))
         shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
         for i, (label, export) in enumerate(evaluation_targets(cfg, results)):
             t = time.perf_counter()
@@ -581,7 +611,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
                                                               "stage_key", "stage_dir", "probe", "metrics")}
                         for r in rs] for run, rs in results.items()},
         "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals), "vae_floor": vae_floor,
-        "protocol": {k: v for k, v in _plain(cfg.eval).items()},
+        "protocol": scored_protocol(_plain(cfg.eval), evals),
         "experiments": {run: exp for run, exp in cfg.runs.items()},
         "sample_video": str(video) if video else None,
         "sample_video_runs": list(cfg.sample_video.runs),

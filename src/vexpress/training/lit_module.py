@@ -103,6 +103,35 @@ class VExpressLitModule(pl.LightningModule):
                 "set model.net.config.vae_scaling_factor to the VAE's value"
             )
 
+    def vae_downscale(self) -> int | None:
+        """Image pixels per latent pixel of the VAE (``2 ** (levels - 1)`` of an ``AutoencoderKL``), or ``None``."""
+        channels = getattr(getattr(self.vae, "config", None), "block_out_channels", None)
+        return 2 ** (len(channels) - 1) if channels else None
+
+    def check_data(self, image_size: int | None, latent_downscale: int | None, data_name: str = "",
+                   model_name: str = "") -> None:
+        """Raise a one-line :class:`InputError` when the data's frames do not fit this model and its VAE.
+
+        ``latent_downscale`` (the data's: lip masks and cached latents are sized with it) must equal the network's
+        ``latent_downscale`` and the VAE's; ``image_size`` must be a multiple of it.
+        """
+        data = f"data={data_name}" if data_name else "the data config"
+        model = f"model={model_name}" if model_name else "the model config"
+        net_down = int(self.net.config.latent_downscale)
+        vae_down = self.vae_downscale()
+        if vae_down is not None and vae_down != net_down:
+            raise InputError(f"the VAE makes latents 1/{vae_down} of the image but model.net.config.latent_downscale is "
+                             f"{net_down}: use a VAE and network of the same downscale (model/vae=... or "
+                             f"model.net.config.latent_downscale={vae_down})")
+        if latent_downscale is not None and int(latent_downscale) != net_down:
+            fitting = {8: "model=sd15", 4: "model=tiny"}.get(int(latent_downscale))
+            other = f", or a model made for this data ({fitting})" if fitting and fitting != f"model={model_name}" else ""
+            raise InputError(f"data.latent_downscale={latent_downscale} ({data}) does not match {model}, whose latents "
+                             f"are 1/{net_down} of the image: set data.latent_downscale={net_down}{other}")
+        if image_size is not None and (int(image_size) <= 0 or int(image_size) % net_down):
+            raise InputError(f"data.image_size={image_size} ({data}) is not a multiple of {net_down}, the latent "
+                             f"downscale of {model}: set data.image_size to a multiple of {net_down}")
+
     def _rank(self) -> int:
         try:
             return int(self.global_rank)
