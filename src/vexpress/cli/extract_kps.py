@@ -12,14 +12,18 @@ from vexpress.cli._common import config_path, user_errors
 
 @user_errors
 def run(cfg) -> tuple[Path, Path | None]:
-    from vexpress.kps.extract import extract_kps_and_audio
-    from vexpress.utils.io import check_writable
+    from vexpress.kps.extract import check_output_names, extract_kps_and_audio
+    from vexpress.utils.io import check_writable, removing_empty_new_folders
 
-    output = check_writable(Path(str(cfg.output)).expanduser(), "keypoint file")
-    audio = check_writable(Path(str(cfg.audio_output)).expanduser(), "audio file") if cfg.audio_output else None
-    kps_path, audio_path = extract_kps_and_audio(Path(str(cfg.video)).expanduser(), output, audio,
-                                                 size=int(cfg.size), mode=str(cfg.mode),
-                                                 min_face_fraction=float(cfg.min_face_fraction))
+    output = Path(str(cfg.output)).expanduser()
+    audio = Path(str(cfg.audio_output)).expanduser() if cfg.audio_output else output.with_suffix(".wav")
+    check_output_names(output, audio)  # before any work or folder creation
+    with removing_empty_new_folders(output.parent, audio.parent):  # a failed run leaves no empty folder
+        output = check_writable(output, "keypoint file")
+        audio = check_writable(audio, "audio file")
+        kps_path, audio_path = extract_kps_and_audio(Path(str(cfg.video)).expanduser(), output, audio,
+                                                     size=int(cfg.size), mode=str(cfg.mode),
+                                                     min_face_fraction=float(cfg.min_face_fraction))
     import torch
 
     n = torch.load(kps_path, weights_only=True).shape[0]

@@ -61,23 +61,30 @@ def run(cfg) -> Path:
     from omegaconf import OmegaConf
 
     from vexpress.synthetic.generate import SynthConfig, ensure_synthetic_dataset, generate_dataset
+    from vexpress.utils.io import check_writable, check_writable_folder, removing_empty_new_folders
 
     scfg = SynthConfig.from_dict(OmegaConf.to_container(cfg.synthetic, resolve=True))
-    t0 = time.perf_counter()
-    if cfg.output:
-        root = generate_dataset(scfg, Path(str(cfg.output)).expanduser(), workers=int(cfg.workers),
-                                progress=_progress())
-    else:
-        root = ensure_synthetic_dataset(scfg, cache_dir=str(cfg.cache_dir), workers=int(cfg.workers),
-                                        progress=_progress())
+    # every destination is checked (by creating a file there) before any compute
+    output = Path(str(cfg.output)).expanduser() if cfg.output else None
+    preview = Path(str(cfg.preview)).expanduser() if cfg.preview else None
+    cache_dir = Path(str(cfg.cache_dir)).expanduser()
+    with removing_empty_new_folders(output or cache_dir, *([preview.parent] if preview else [])):
+        check_writable_folder(output or cache_dir, "output folder" if output else "cache folder")
+        if preview:
+            preview = check_writable(preview, "preview image")
+        t0 = time.perf_counter()
+        if output:
+            root = generate_dataset(scfg, output, workers=int(cfg.workers), progress=_progress())
+        else:
+            root = ensure_synthetic_dataset(scfg, cache_dir=cache_dir, workers=int(cfg.workers), progress=_progress())
     seconds = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     n = scfg.num_identities * scfg.clips_per_identity
     print(f"synthetic set: {root}\n  {n} clips ({scfg.num_identities - scfg.heldout_identities} train identities, "
           f"{scfg.heldout_identities} heldout), {scfg.num_frames} frames of {scfg.size}x{scfg.size} each, "
           f"{size / 1e6:.1f} MB, ready in {seconds:.1f} s (config key {scfg.key()})")
-    if cfg.preview:
-        print(f"  preview: {save_preview(root, Path(str(cfg.preview)).expanduser())}")
+    if preview:
+        print(f"  preview: {save_preview(root, preview)}")
     return root
 
 

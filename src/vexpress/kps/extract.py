@@ -85,18 +85,40 @@ def extract_kps_and_audio(video: str | os.PathLike, output: str | os.PathLike,
     """Write the keypoint tensor to ``output`` and the audio track (16 kHz mono WAV) next to it.
 
     ``audio_output`` defaults to ``output`` with the suffix ``.wav``. A video without an audio track gets no audio
-    file (returned as None) rather than an error: driving keypoints alone are useful too.
+    file (returned as None) rather than an error: driving keypoints alone are useful too. The names are checked
+    before any work; both files are computed first and then appear together (nothing is written on any error).
     """
     from vexpress.audio import load_audio, save_wav
     from vexpress.data.video import probe_video
     from vexpress.kps.io import save_kps
+    from vexpress.utils.io import atomic_paths
 
     output = Path(output)
+    audio_path = Path(audio_output) if audio_output else output.with_suffix(".wav")
+    check_output_names(output, audio_path)
     info = probe_video(video)  # a clear error for non-videos before any work
     kps = extract_kps(video, **kwargs)
-    save_kps(output, kps)
-    audio_path = None
-    if info.has_audio:
-        audio_path = Path(audio_output) if audio_output else output.with_suffix(".wav")
-        save_wav(audio_path, load_audio(video))
-    return output, audio_path
+    wav = load_audio(video) if info.has_audio else None
+    with atomic_paths(output, *([audio_path] if wav is not None else [])) as tmps:
+        save_kps(tmps[0], kps)
+        if wav is not None:
+            save_wav(tmps[1], wav)
+    return output, (audio_path if wav is not None else None)
+
+
+KPS_OUTPUT_SUFFIXES = (".pth", ".pt")
+
+
+def check_output_names(output: str | os.PathLike, audio_output: str | os.PathLike) -> None:
+    """Refuse output names that would lose a file: the keypoints need a torch suffix, the audio ``.wav``, and the
+    two must differ (raises :class:`~vexpress.errors.InputError`)."""
+    from vexpress.errors import InputError
+
+    output, audio_output = Path(output), Path(audio_output)
+    if output.suffix.lower() not in KPS_OUTPUT_SUFFIXES:
+        raise InputError(f"output={output} must name the keypoint file with a {' or '.join(KPS_OUTPUT_SUFFIXES)} "
+                         f"suffix (e.g. {output.with_suffix('.pth').name}); the audio goes next to it as .wav")
+    if audio_output.suffix.lower() != ".wav":
+        raise InputError(f"audio_output={audio_output} must end with .wav (a 16 kHz mono WAV file is written)")
+    if output.expanduser().absolute() == audio_output.expanduser().absolute():
+        raise InputError(f"output and audio_output are the same file {output}; give two different names")

@@ -621,7 +621,7 @@ def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = No
         crop = "none" if (strategy == "no_retarget" and file_driving) or reference_kps is not None else "face"
     if crop not in ("face", "none"):
         raise InputError(f"crop={crop!r} is not supported; use auto, face or none")
-    scale = float(crop_scale) if crop_scale else CROP_SCALE
+    scale = CROP_SCALE if crop_scale is None else float(crop_scale)  # 0 is refused below, not read as "default"
     if not 1.0 <= scale <= 10.0:
         raise InputError(f"crop_scale={crop_scale} must be between 1 and 10 (crop side / face-box side; 1.9)")
 

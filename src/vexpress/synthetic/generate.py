@@ -169,8 +169,9 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | os.PathLike, workers: int 
     from vexpress.audio import build_audio_encoder
     from vexpress.data.records import clean_partial, is_clip_done, read_clip, clip_dir, write_manifest
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from vexpress.utils.io import check_writable_folder
+
+    out = check_writable_folder(out_dir, "synthetic dataset folder")  # one-line error for a file or read-only path
     clean_partial(out)
     jobs = []
     for index, identity_id, split in identity_ids(cfg):
@@ -187,7 +188,10 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | os.PathLike, workers: int 
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+            from vexpress.utils.native import exit_with_parent
+
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                     initializer=exit_with_parent, initargs=(os.getpid(),)) as ex:
                 futures = [ex.submit(_write_one, j) for j in jobs]
                 for fut in as_completed(futures):
                     fut.result()
