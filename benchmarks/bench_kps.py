@@ -3,7 +3,8 @@ before (the earlier many-landmark weights) and after (the current definitions), 
 time lag between ours and theirs, and what zero-phase smoothing would change.
 
     .venv/bin/python benchmarks/bench_kps.py /work/shared/samples                     # the shared clips
-    .venv/bin/python benchmarks/bench_kps.py /tmp/V-Express/test_samples/short_case /work/shared/samples/official_prepared --loo
+    .venv/bin/python benchmarks/bench_kps.py /work/shared/samples --loo                 # + leave-one-clip-out
+    .venv/bin/python benchmarks/bench_kps.py /tmp/V-Express/test_samples/vasa-1 --smooth ''   # another folder
     .venv/bin/python benchmarks/bench_kps.py DIR --fit       # also print refitted weight tables for face.py
 
 A clip is any folder under the given roots with ``gt.mp4`` + ``kps.pth`` (the official test samples), or a video

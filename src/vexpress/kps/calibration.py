@@ -19,8 +19,9 @@ Why these definitions (measured leave-one-clip-out on the four official clips wi
 of the two eye corners, pulled a little toward the nose bridge; mediapipe's iris points follow the gaze and do not
 help. Its nose point lies behind mediapipe's nose tip: the tip landmark moved back along the depth direction
 (the difference between the middle of the inner eye corners and the nose bridge, which points away from the
-camera), so it moves less than the tip when the head turns. Fits with many landmarks per point reach 2.0 px on
-the clips they were fitted on but 2.5 px on clips they were not; these reach 2.1 px on unseen clips.
+camera), so it moves less than the tip when the head turns. The earlier fit of ~20 landmarks per point matched
+its own clips to 2.0 px but clips left out of the fit to 2.5 px; these definitions give 2.2 px left out, and 3.0 px
+(was 3.2) on the 22 held-out official clips (emo, vasa-1), where the nose is still 3-7 px off.
 """
 
 from __future__ import annotations
