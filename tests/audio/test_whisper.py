@@ -184,6 +184,8 @@ def test_works_without_a_saved_feature_extractor(tmp_path, encoder):
 def test_bad_folders_are_one_line_weights_errors(tmp_path, whisper_dir):
     with pytest.raises(WeightsError, match="needs a local path"):
         build_audio_encoder({"name": "whisper"})
+    with pytest.raises(InputError, match=r"\['layers'\] do not apply to the wav2vec2 encoder"):
+        build_audio_encoder({"name": "wav2vec2", "path": str(whisper_dir), "layers": [1]})
     with pytest.raises(WeightsError, match="config.json"):
         WhisperEncoder(tmp_path / "missing")
     (tmp_path / "w2v").mkdir()
@@ -261,7 +263,7 @@ def test_tiny_training_run_and_its_export_generate(whisper_dir, tmp_path):
     stage = ["experiment=smoke", "curriculum=single", "stage=joint", "stage.num_frames=2", "stage.batch_size=2",
              "trainer.max_steps=2", "callbacks.model_checkpoint.every_n_train_steps=2",
              "callbacks.influence_probe.every_n_steps=2"]
-    audio = ["data.synthetic.audio_encoder.name=whisper", f"+data.synthetic.audio_encoder.path='{whisper_dir}'",
+    audio = [f"++data.synthetic.audio_encoder={{name:whisper,path:'{whisper_dir}'}}",
              f"data.audio_dim={D_MODEL}", "data.audio_encoder_info=null"]
     cache = tmp_path / "cache"
     res = ch.run(ch.overrides(tmp_path / "run", stage, cache) + audio)
@@ -276,5 +278,5 @@ def test_tiny_training_run_and_its_export_generate(whisper_dir, tmp_path):
     assert out.num_frames == 8
     # features of another width than the model's are refused with one line naming the fix
     with pytest.raises(InputError, match="data.audio_dim=32"):
-        ch.run(ch.overrides(tmp_path / "mismatch", stage, cache) + audio[:2] + ["data.audio_dim=80",
+        ch.run(ch.overrides(tmp_path / "mismatch", stage, cache) + audio[:1] + ["data.audio_dim=80",
                                                                                  "data.audio_encoder_info=null"])

@@ -214,21 +214,32 @@ def build_audio_encoder(cfg: Mapping[str, Any] | str | None = None) -> AudioEnco
     cfg = {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
     name = str(cfg.pop("name", "logmel")).lower()
     if name in ("logmel", "mel", "log_mel"):
-        return LogMelEncoder(**cfg)
+        return _construct(LogMelEncoder, name, cfg)
     if name in ("wav2vec2", "wav2vec"):
         if not cfg.get("path"):
             raise WeightsError("the wav2vec2 audio encoder needs a local path: set audio_encoder.path=/path/to/"
                                "wav2vec2-base-960h")
-        return Wav2Vec2Encoder(**cfg)
+        return _construct(Wav2Vec2Encoder, name, cfg)
     if name == "whisper":
         if not cfg.get("path"):
             raise WeightsError("the whisper audio encoder needs a local path: set audio_encoder.path=/path/to/"
                                "whisper-small (a folder saved with save_pretrained)")
         from vexpress.audio.whisper import WhisperEncoder
 
-        return WhisperEncoder(**cfg)
+        return _construct(WhisperEncoder, name, cfg)
     raise InputError(f"unknown audio encoder {name!r}; use 'logmel' (weight-free), 'wav2vec2' or 'whisper' (local "
                      "path)")
+
+
+def _construct(cls: type, name: str, cfg: dict) -> AudioEncoder:
+    import inspect
+
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise InputError(f"audio_encoder options {unknown} do not apply to the {name} encoder; it takes "
+                         f"{sorted(known)} (check audio_encoder.name)")
+    return cls(**cfg)
 
 
 def is_official_encoder(encoder: Any) -> bool:
