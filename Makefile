@@ -9,7 +9,7 @@ EXTRA_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-slow test-gpu test-all bench clean clean-logs
+.PHONY: help install browser demo test test-fast test-slow test-gpu test-all bench clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -17,22 +17,30 @@ help: ## list targets
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the pinned stack into $(VENV) (about 2-3 minutes on a fresh machine)"
-	@$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[dev]" 2>&1 \
+	@$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[dev,app]" 2>&1 \
 		| { grep -v "^WARNING: Location 'file://" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install vexpress (editable) with pinned dependencies
 
+browser: ## chromium + chromedriver for the app's browser test (Debian packages, as root, only when missing)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium + chromium-driver (apt-get) for the browser-app test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; } >/dev/null 2>&1 || echo "could not install chromium: the browser test will skip"; \
+	else echo "no chromium/chromedriver (and not root): the browser-app test will skip"; fi
+
 demo: install ## the main job on the embedded default (synthetic data, tiny model, 3 stages + ablations, report)
 	$(VENV)/bin/vexpress-demo $(EXTRA_ARGS)
 
-test: install ## every test that runs on a CPU, slow ones included
+test: install browser ## every test that runs on a CPU, slow ones included
 	$(PY) -m pytest -m "not gpu and not weights" $(PYTEST_ARGS)
 
 test-fast: install ## the quick suite (no slow tests)
 	$(PY) -m pytest -m "not slow and not gpu and not weights" $(PYTEST_ARGS)
 
-test-slow: install ## only the slow CPU tests
+test-slow: install browser ## only the slow CPU tests
 	$(PY) -m pytest -m "slow and not gpu and not weights" $(PYTEST_ARGS)
 
 test-gpu: install ## tests that need CUDA
