@@ -247,8 +247,10 @@ def is_official_encoder(encoder: Any) -> bool:
     reads as wav2vec2) is the kind the official V-Express release was trained with: wav2vec2."""
     if encoder is None:
         return True
-    if isinstance(encoder, (str, os.PathLike)):
-        return Path(os.path.expanduser(str(encoder))).is_dir() or str(encoder).lower().startswith("wav2vec")
+    if isinstance(encoder, os.PathLike) or (isinstance(encoder, str) and (os.sep in encoder or "/" in encoder)):
+        return True  # a folder: the official route loads it as wav2vec2 (and says so if it is not one)
+    if isinstance(encoder, str):
+        return Path(os.path.expanduser(encoder)).is_dir() or encoder.lower().startswith("wav2vec")
     if isinstance(encoder, Mapping):
         return str(encoder.get("name") or "logmel").lower().startswith("wav2vec")
     return isinstance(encoder, Wav2Vec2Encoder) or str(getattr(encoder, "name", "")).startswith("wav2vec2")
