@@ -156,6 +156,10 @@ def run(cfg) -> Dict[str, Any]:
     print(markdown_table(res.summary, res.columns, order))
     for k, v in res.skipped.items():
         print(f"skipped {k}: {v}")
+    for u in res.unscored:
+        print(f"not scored: {u['clip_id']} ({u['row']}): {u['reason']}")
+    if res.meta.get("generated_videos"):
+        print(f"scored {res.scored()} of {res.meta['generated_videos']} generated videos")
     print(f"wrote {paths['markdown']}, {paths['json']}, {paths['csv']}")
     return res.to_dict()
 

@@ -94,6 +94,24 @@ class Video:
     def name(self) -> str:
         return str(self.path) if self.path is not None else "<frames>"
 
+    def problem(self) -> Optional[str]:
+        """Why this video cannot be scored at all (unreadable container, no video frames), or None. Cheap: the file
+        is demuxed, not decoded; damage further in is found by the metrics that decode it."""
+        if self.path is None:
+            return None if len(self.frames_) else "no frames"
+        if "problem" not in self._cache:
+            from vexpress.data.video import probe_video
+            from vexpress.errors import VExpressError
+
+            try:
+                info = probe_video(self.path)
+                self._cache.setdefault("fps", float(info.fps))
+                self._cache.setdefault("has_audio", bool(info.has_audio))
+                self._cache["problem"] = None if info.num_frames > 0 else f"{self.path} has no video frames"
+            except VExpressError as err:
+                self._cache["problem"] = str(err)
+        return self._cache["problem"]
+
     def frames(self) -> np.ndarray:
         if self.frames_ is not None:
             return self.frames_

@@ -147,6 +147,14 @@ def discover_pairs(generated_dir: Optional[str | os.PathLike], gt_dir: Optional[
             raise InputError(f"no videos ({', '.join(VIDEO_EXTS)}) in generated_dir {gen_dir}")
     gt_ids = _gt_ids(gdir) if gdir is not None else []
     ids = sorted(generated) if generated else gt_ids
+    if generated and gdir is not None and not any(find_gt_files(gdir, cid)["gt"] is not None for cid in generated):
+        def some(names):
+            names = sorted(names)
+            return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+        raise InputError(f"none of the {len(generated)} generated videos in {gen_dir} has a ground-truth video in "
+                         f"{gdir} (generated: {some(generated)}; ground truth: {some(gt_ids) or 'none'}); name each "
+                         "generated video after its clip: <id>.mp4 for <id>/gt.mp4 or <id>.mp4")
     pairs = []
     for cid in ids:
         files = find_gt_files(gdir, cid) if gdir is not None else {"gt": None, "audio": None, "kps": None,

@@ -69,10 +69,19 @@ def render_markdown(res) -> str:
     order = [res.run_name] + sorted(k for k in res.summary if k not in (res.run_name, GT_ROW)) + [GT_ROW]
     out = [f"# Evaluation: {res.run_name}", ""]
     meta = res.meta
-    out.append(f"{meta.get('clips', '?')} clips, {meta.get('generated_videos', '?')} generated videos; "
+    scored = f" ({meta['generated_scored']} scored)" if "generated_scored" in meta else ""
+    out.append(f"{meta.get('clips', '?')} clips, {meta.get('generated_videos', '?')} generated videos{scored}; "
                f"{meta.get('created', '')}; {meta.get('seconds', '?')} s. The ground-truth row is computed by the "
                "same code on the ground-truth videos (set-level FID/FVD use them as the reference set).")
     out += ["", markdown_table(res.summary, res.columns, order), ""]
+    unscored = getattr(res, "unscored", None) or []
+    if unscored:
+        out += ["## Not scored", "", f"{len(unscored)} videos gave no metric value and are not in the table "
+                "(`clips` counts the scored ones):", ""]
+        out += [f"- {u['clip_id']} ({u['row']}): {u['reason']}" for u in unscored[:50]]
+        if len(unscored) > 50:
+            out.append(f"- ... {len(unscored) - 50} more in {SUMMARY_JSON}")
+        out.append("")
     if res.controls:
         out.append("Controls: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in res.controls.items()))
         out.append("")

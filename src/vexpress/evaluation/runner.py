@@ -47,6 +47,12 @@ class EvalResults:
     inputs: Dict[str, Any] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
     controls: Dict[str, float] = field(default_factory=dict)
+    #: (clip, row) units that produced no value at all: ``{"clip_id", "row", "role", "condition", "reason"}``
+    unscored: List[Dict[str, Any]] = field(default_factory=list)
+
+    def scored(self, label: Optional[str] = None) -> int:
+        """Number of clips scored in a summary row (default: the model row with the correct audio)."""
+        return sum(1 for r in self.rows if r["row"] == (label or self.run_name))
 
     def row(self, label: Optional[str] = None) -> Dict[str, float]:
         """Summary row (default: the model row with the correct audio)."""
@@ -57,7 +63,7 @@ class EvalResults:
             "format": "vexpress-eval", "version": 1, "run": self.run_name, "meta": self.meta, "inputs": self.inputs,
             "summary": self.summary, "stats": self.stats, "controls": self.controls, "columns": self.columns,
             "protocol": self.protocol, "weights": self.weights, "skipped": self.skipped, "notes": self.notes,
-            "clips": self.rows,
+            "clips": self.rows, "not_scored": self.unscored,
         }
 
     def write(self, output_dir) -> Dict[str, Path]:
@@ -170,7 +176,12 @@ def evaluate_videos(
         progress: called with one line per finished clip.
 
     Returns:
-        :class:`EvalResults`; call ``.write(dir)`` for CSV / JSON / markdown.
+        :class:`EvalResults`; call ``.write(dir)`` for CSV / JSON / markdown. A (clip, row) unit with no value at all
+        (unreadable video, every metric failed) is not a row: it is listed in ``unscored`` with the reason, left out
+        of the set-level metrics, and the summary's ``clips`` counts scored clips only.
+
+    Raises:
+        InputError: nothing at all could be scored.
     """
     if not pairs:
         raise InputError("no clips to evaluate; check the input folders or the manifest split")
@@ -199,6 +210,8 @@ def evaluate_videos(
     real: Dict[str, Dict[str, np.ndarray]] = {s.name: {} for s in set_specs}
     fake: Dict[str, List[np.ndarray]] = {s.name: [] for s in set_specs}
     gt_done: set = set()
+    unscored: List[Dict[str, Any]] = []
+    bad_generated: set = set()  # pairs whose generated video produced nothing
     for pair in pairs:
         item = ClipItem(pair, cache)
         for role in ROLES:
@@ -213,34 +226,42 @@ def evaluate_videos(
             unit = _read_unit(unit_path, key) if (resume and unit_path is not None and unit_path.is_file()) else None
             if unit is not None:
                 values, unit_notes = unit["values"], unit.get("notes", [])
+                reason = unit.get("not_scored")
             else:
-                values = {}
-                for spec in clip_specs:
-                    try:
-                        values.update(spec.clip(item, role))
-                    except VExpressError as err:  # bad or unusable input for this metric: note it, go on
-                        item.note(f"{pair.clip_id} ({role}): {spec.name} not scored: {err}")
-                        values.update({c: None for c in spec.columns})
-                values = {k: _clean(v) for k, v in values.items()}
+                values, reason = _score_unit(item, role, video, clip_specs)
                 unit_notes = list(item.notes)
                 if unit_path is not None:
                     write_json(unit_path, {"key": key, "clip_id": pair.clip_id, "role": role, "values": values,
-                                           "notes": unit_notes})
+                                           "notes": unit_notes, "not_scored": reason})
             for n in unit_notes:
                 if n not in notes:
                     notes.append(n)
             label = run_name if role == "model" else GT_ROW
             if role == "model" and pair.condition != "correct":
                 label = f"{run_name} [{pair.condition} audio]"
+            if reason is not None:
+                unscored.append({"clip_id": pair.clip_id, "row": label, "role": role, "condition": pair.condition,
+                                 "reason": reason})
+                if role == "model":
+                    bad_generated.add(id(pair))
+                continue
             rows.append({"clip_id": pair.clip_id, "row": label, "role": role, "condition": pair.condition,
                          **values})
-        if pair.generated is not None and pair.gt is not None and pair.condition == "correct":
+        if pair.generated is not None and pair.gt is not None and pair.condition == "correct" \
+                and id(pair) not in bad_generated:
             for spec in set_specs:
                 key = spec_keys[spec.name]
-                fake[spec.name].append(_cached_features(spec, pair.generated, key, cache))
-                gt_fp = pair.gt.fingerprint()
-                if gt_fp not in real[spec.name]:
-                    real[spec.name][gt_fp] = _cached_features(spec, pair.gt, key, cache)
+                try:
+                    gen_feats = _cached_features(spec, pair.generated, key, cache)
+                    gt_fp = pair.gt.fingerprint()
+                    if gt_fp not in real[spec.name]:
+                        real[spec.name][gt_fp] = _cached_features(spec, pair.gt, key, cache)
+                except VExpressError as err:  # an unreadable video: left out of this set-level metric
+                    msg = f"{pair.clip_id}: left out of {spec.name}: {err}"
+                    if msg not in notes:
+                        notes.append(msg)
+                    continue
+                fake[spec.name].append(gen_feats)
         for v in (pair.generated, pair.gt):
             if v is not None:
                 v.release()
@@ -266,12 +287,47 @@ def evaluate_videos(
     protocol = {s.name: s.protocol() for s in active}
     weights = [w for s in active for w in s.weight_files()]
     n_gen = sum(1 for p in pairs if p.generated is not None)
+    scored_gen = sum(1 for r in rows if r["role"] == "model")
     meta = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.time() - t0, 2),
-            "clips": len({p.clip_id for p in pairs}), "generated_videos": n_gen, "versions": _versions(),
+            "clips": len({p.clip_id for p in pairs}), "generated_videos": n_gen, "generated_scored": scored_gen,
+            "not_scored": len(unscored), "versions": _versions(),
             "metric_settings": {s.name: s.config() for s in active}}
+    if not rows or (n_gen and not scored_gen):
+        what = f"none of the {n_gen} generated videos" if n_gen else f"none of the {len(unscored)} videos"
+        bad = [u for u in unscored if u["role"] == "model"] or unscored
+        first = bad[0] if bad else None
+        raise InputError(f"nothing was scored: {what} gave a metric value"
+                         + (f" (e.g. {first['clip_id']}: {first['reason'][:300]})" if first else "")
+                         + "; check the videos and that the clip ids match the ground truth")
     return EvalResults(run_name=run_name, rows=rows, summary=summary, stats=stats, columns=columns,
                        protocol=protocol, weights=weights, notes=notes, skipped=skipped, inputs=dict(inputs or {}),
-                       meta=meta, controls=controls)
+                       meta=meta, controls=controls, unscored=unscored)
+
+
+def _score_unit(item: ClipItem, role: str, video: Video, clip_specs: Sequence[MetricSpec]):
+    """(values, reason): every per-clip metric of one video; ``reason`` (why nothing was scored) or None."""
+    columns = [c for spec in clip_specs for c in spec.columns]
+    problem = video.problem()
+    if problem is not None:
+        item.note(f"{item.pair.clip_id} ({role}): not scored: {problem}")
+        return {c: None for c in columns}, problem
+    values: Dict[str, Any] = {}
+    failures: Dict[str, List[str]] = {}
+    for spec in clip_specs:
+        try:
+            values.update(spec.clip(item, role))
+        except VExpressError as err:  # bad or unusable input for this metric: note it, go on
+            item.note(f"{item.pair.clip_id} ({role}): {spec.name} not scored: {err}")
+            values.update({c: None for c in spec.columns})
+            failures.setdefault(str(err), []).append(spec.name)
+    values = {k: _clean(v) for k, v in values.items()}
+    if not clip_specs or any(v is not None for v in values.values()):
+        return values, None
+    if failures:
+        reason = "; ".join(f"{', '.join(names)}: {msg}" for msg, names in failures.items())
+    else:
+        reason = "no per-clip metric applies (no ground truth, audio or keypoints to compare with?)"
+    return values, reason
 
 
 def _add_delta_face_sim(rows: List[Dict[str, Any]], columns: Dict[str, str]) -> None:
