@@ -4,6 +4,7 @@ length, bad input gets the command line's one-line message, and a session's file
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -50,11 +51,23 @@ def test_a_request_through_gradio_client(launched, sample_photo, sample_speech, 
     assert server.url.startswith("http://127.0.0.1:")
     client = Client(server.url, download_files=str(tmp_path / "downloads"), verbose=False)
     photo, speech = handle_file(str(sample_photo)), handle_file(str(sample_speech(0.75)))
-    seen, video, details = client.predict(photo, speech, "Still head", None, "scaled driving face (naive_retarget)",
-                                          "ddim", 2, 3.5, 0.95, 3.0, True, 7, api_name="/generate")
-    info = probe_video(video)
-    assert (info.num_frames, info.fps, info.width, info.height, info.has_audio) == (8, 10.0, 64, 64, True)
-    assert "8 frames" in details and "seed 7" in details
+    # two requests at once: the second waits in the queue (its position is reported) while the first denoises
+    args = (photo, speech, "Still head", None, "scaled driving face (naive_retarget)", "ddim", 4, 3.5, 0.95, 3.0,
+            True, 7)
+    jobs = [client.submit(*args, api_name="/generate") for _ in range(2)]
+    observed = set()
+    while not all(job.done() for job in jobs):
+        for job in jobs:
+            status = job.status()
+            observed.add((status.code.name, status.rank is not None))
+            observed.update(("progress", p.desc) for p in status.progress_data or [])
+        time.sleep(0.05)
+    assert ("IN_QUEUE", True) in observed and ("progress", "denoising") in observed, observed
+    for job in jobs:
+        seen, video, details = job.result()
+        info = probe_video(video)
+        assert (info.num_frames, info.fps, info.width, info.height, info.has_audio) == (8, 10.0, 64, 64, True)
+        assert "8 frames" in details and "seed 7" in details
     assert [item["caption"] for item in seen][:2] == ["reference crop 64x64", "photo keypoints (eyes, nose)"]
 
     # scenario 3 from the official keypoint file, preview only (no model)

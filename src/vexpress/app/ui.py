@@ -6,7 +6,8 @@ crop and the drawn keypoints), the result (a playable, downloadable MP4 with the
 
 Serving: generations go through Gradio's queue one at a time per device (``concurrency_limit=1``; the queue position
 is shown on the result); the server binds to ``127.0.0.1`` unless ``host=`` says otherwise, is never shared through
-Gradio's tunnel, sends no analytics, and keeps its files in a private folder that is removed when it stops. A
+Gradio's tunnel, sends no analytics, keeps no run history, and keeps its files in a private folder that is removed
+when it stops. A
 session's uploads and videos are deleted when its tab closes (``unload``); Gradio's own ``delete_cache`` sweep
 removes anything older than ``delete_cache[1]`` seconds (files of sessions that never reported their end).
 """
@@ -73,7 +74,7 @@ def build_app(engine: Engine, cfg: Any):
                 scenario = gr.Radio(list(SCENARIOS), value=STILL_HEAD, label="Scenario", info=SCENARIO_INFO,
                                     elem_id="scenario")
                 driving = gr.File(label="Driving video or keypoint file (optional)", type="filepath",
-                                  file_types=list(DRIVING_SUFFIXES), elem_id="driving", height=90)
+                                  file_types=list(DRIVING_SUFFIXES), elem_id="driving", height=120)
                 with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
                     sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults.sampler, label="Sampler",
                                           info="ddim: the official sampler; dpmpp and unipc need fewer steps")
@@ -92,7 +93,7 @@ def build_app(engine: Engine, cfg: Any):
                     preview_btn = gr.Button("Preview", elem_id="preview-button")
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-button")
             with gr.Column(scale=1):
-                seen = gr.Gallery(label="What the model sees", columns=3, height=260, object_fit="contain",
+                seen = gr.Gallery(label="What the model sees", columns=3, height=230, object_fit="contain",
                                   elem_id="seen", interactive=False)
                 result = gr.Video(label=f"Result ({width}x{height}, MP4 with audio)", elem_id="result",
                                   interactive=False, buttons=["download"], height=360)
@@ -126,7 +127,8 @@ def build_app(engine: Engine, cfg: Any):
                                     guidance_scale=_float(guidance_scale, "guidance_scale"),
                                     reference_attention_weight=_float(reference_weight, "reference_attention_weight"),
                                     audio_attention_weight=_float(audio_attention, "audio_attention_weight"),
-                                    median_filter=bool(median_filter), seed=_or(_int(seed_value, "seed"), defaults.seed))
+                                    median_filter=bool(median_filter),
+                                    seed=_or(_int(seed_value, "seed"), defaults.seed))
                 settings.check()
                 progress(0.0, desc="reading the inputs")
                 prepared = engine.prepare(req, session)
@@ -204,16 +206,24 @@ class Server:
     owns_work_dir: bool
     _closed: bool = field(default=False, repr=False)
 
+    previous_temp_dir: str | None = None
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
             self.app.close()
+        except Exception as err:  # noqa: BLE001 - already stopped (Ctrl-C) or half started: clean up regardless
+            log.debug("closing the server: %s", err)
         finally:
             self.engine.files.cleanup_all()
             if self.owns_work_dir:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
+            if self.previous_temp_dir is None:
+                os.environ.pop("GRADIO_TEMP_DIR", None)
+            else:
+                os.environ["GRADIO_TEMP_DIR"] = self.previous_temp_dir
 
     def __enter__(self):
         return self
@@ -255,7 +265,9 @@ def start(cfg: Any, pipe: Any | None = None, block: bool = False) -> Server:
     else:
         work_dir, owns = Path(tempfile.mkdtemp(prefix="vexpress-app-")), True
     _quiet_environment()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's start-up self-checks, one line per request
     cache_dir = work_dir / "gradio"
+    previous_temp_dir = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir)  # Gradio reads it when the page is built
     try:
         if pipe is None:
@@ -271,20 +283,35 @@ def start(cfg: Any, pipe: Any | None = None, block: bool = False) -> Server:
             server_name=host, server_port=None if port in (None, 0) else int(port), share=False,
             inbrowser=bool(cfg.get("open_browser", False)), prevent_thread_lock=True, quiet=True,
             show_error=False, max_file_size=cfg.get("max_file_size"), ssr_mode=False, pwa=False,
-            mcp_server=False, enable_monitoring=False,
+            mcp_server=False, enable_monitoring=False, run_history=False, footer_links=["api", "settings"],
         )
     except BaseException:
         if owns:
             shutil.rmtree(work_dir, ignore_errors=True)
+        if previous_temp_dir is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous_temp_dir
         raise
-    server = Server(app, engine, str(url).rstrip("/") + "/", work_dir, owns)
+    server = Server(app, engine, str(url).rstrip("/") + "/", work_dir, owns, previous_temp_dir=previous_temp_dir)
     print(f"vexpress-app: open {server.url} (Ctrl-C stops it)", flush=True)
     if not block:
         return server
+    import signal
+    import threading
+
+    def on_term(signum, frame):  # noqa: ARG001 - SIGTERM stops the app like Ctrl-C (its files are removed)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         app.block_thread()
     except KeyboardInterrupt:
         pass
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         server.close()
+        print("vexpress-app: stopped; its files are removed", flush=True)
     return server
