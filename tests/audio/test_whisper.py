@@ -280,3 +280,30 @@ def test_tiny_training_run_and_its_export_generate(whisper_dir, tmp_path):
     with pytest.raises(InputError, match="data.audio_dim=32"):
         ch.run(ch.overrides(tmp_path / "mismatch", stage, cache) + audio[:1] + ["data.audio_dim=80",
                                                                                  "data.audio_encoder_info=null"])
+
+
+@pytest.mark.slow
+def test_preprocess_cli_stores_whisper_features(whisper_dir, tmp_path):
+    """``vexpress-preprocess ++preprocess.audio_encoder={name: whisper, path: DIR}``: the record's features are the
+    encoder's rows for the clip's audio, under the encoder's name."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.preprocessing.conftest import make_video
+    from vexpress.cli._common import config_path
+    from vexpress.cli.preprocess import run
+    from vexpress.data.records import load_manifest
+
+    (tmp_path / "in").mkdir()
+    make_video(tmp_path / "in" / "a_1.mp4", seconds=1.2, size=160, seed=1)
+    with initialize_config_dir(config_dir=config_path(), version_base="1.3"):
+        cfg = compose("preprocess", overrides=[f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "workers=1",
+                                               "progress=false", "preprocess.min_face_size=40",
+                                               f"++preprocess.audio_encoder={{name:whisper,path:'{whisper_dir}'}}"])
+    report = run(cfg)
+    assert report["kept"] == 1
+    rec = load_manifest(tmp_path / "out")[0]
+    enc = WhisperEncoder(whisper_dir)
+    assert rec.audio_encoder == enc.name
+    assert rec.audio_features.shape == (enc.num_rows(rec.audio.numel()), D_MODEL)
+    assert torch.allclose(rec.audio_features, enc.encode(rec.audio), atol=1e-5)
+
