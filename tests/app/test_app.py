@@ -36,6 +36,10 @@ def test_bad_weights_fail_in_one_line_before_serving(tmp_path, capsys):
     from vexpress.app.cli import run
 
     with pytest.raises(SystemExit) as code:
+        run(app_config())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1 and "weights=" in err[0], err
+    with pytest.raises(SystemExit) as code:
         run(app_config(weights=tmp_path / "missing", port=1))
     err = capsys.readouterr().err.strip().splitlines()
     assert code.value.code == 2 and len(err) == 1 and err[0].startswith("error: weights"), err

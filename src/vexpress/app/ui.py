@@ -234,8 +234,13 @@ class Server:
 
 def check_config(cfg: Any) -> None:
     """Options of the app that would only fail later: one-line :class:`InputError` naming the key."""
+    from omegaconf import OmegaConf
+
     from vexpress.pipelines.vexpress_pipeline import check_options
 
+    if OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg, "weights"):
+        raise InputError("weights: none given; start with weights=EXPORT_DIR (a training export), the folder of the "
+                         "official V-Express files, or weights=tiny (a random model, to try the page)")
     check_options(height=int(cfg.height), width=int(cfg.width), fps=float(cfg.fps),
                   context_frames=int(cfg.context_frames), context_overlap=int(cfg.context_overlap),
                   decode_chunk_size=int(cfg.decode_chunk_size), num_inference_steps=None)
