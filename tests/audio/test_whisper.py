@@ -169,6 +169,7 @@ def test_layers_names_and_width(whisper_dir, encoder):
     assert f.shape == (50, 2 * D_MODEL)
     assert torch.allclose(f[:, D_MODEL:], encoder.encode(wav), atol=1e-5)  # -1 = last_hidden_state
     assert WhisperEncoder(whisper_dir, layers="0,2").layers == (0, 2)
+    assert WhisperEncoder(whisper_dir)._load() is encoder._load()  # one load per process (synthetic: one per clip)
     with pytest.raises(InputError, match="layers"):
         WhisperEncoder(whisper_dir, layers=3)
     with pytest.raises(InputError, match="layers"):

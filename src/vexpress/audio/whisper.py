@@ -41,6 +41,7 @@ import torch
 from vexpress.errors import InputError, WeightsError
 
 SAMPLE_RATE = 16000
+_LOADED: dict[str, Any] = {}  # the last loaded (encoder, feature extractor), reused by encoders of the same folder
 
 
 def _first_line(err: BaseException) -> str:
@@ -129,8 +130,16 @@ class WhisperEncoder:
         return self.d_model * len(self.layers)
 
     # ---------------------------------------------------------------------------------------------------------------
+    def _cache_key(self) -> tuple:
+        stamp = tuple((f.name, f.stat().st_mtime_ns) for f in sorted(self.path.iterdir()) if f.is_file())
+        return (str(self.path.resolve()), stamp, str(self.device), str(self.dtype))
+
     def _load(self):
         if self._encoder is None:
+            key = self._cache_key()
+            if _LOADED.get("key") == key:  # the same checkpoint was loaded in this process (e.g. one clip per job)
+                self._encoder, self._extractor = _LOADED["value"]
+                return self._encoder
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from vexpress.utils.imports import require
 
@@ -163,6 +172,8 @@ class WhisperEncoder:
                                    f"window but the encoder takes {self.max_source_positions * strides}")
             self._extractor = extractor
             self._encoder = encoder.to(self.device, self.dtype).eval().requires_grad_(False)
+            _LOADED.clear()  # keep one checkpoint at most
+            _LOADED.update(key=key, value=(self._encoder, self._extractor))
         return self._encoder
 
     @property
