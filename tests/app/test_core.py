@@ -49,6 +49,10 @@ def test_settings_checks_and_options():
     options = settings.options(cfg)
     assert options["num_inference_steps"] == 10 and options["seed"] == 42 and options["sampler"] == "unipc"
     assert 0 <= Settings(seed=-1).options(cfg)["seed"] < 2**31
+    for key, value in (("num_inference_steps", "None"), ("seed", 1.5), ("guidance_scale", "strong"),
+                       ("median_filter", "yes")):
+        with pytest.raises(InputError, match=key):
+            Settings.from_config(OmegaConf.merge(cfg, {key: value}))
     for bad, word in ((Settings(sampler="euler"), "sampler"), (Settings(steps=0), "num_inference_steps"),
                       (Settings(guidance_scale=-1), "guidance_scale"),
                       (Settings(audio_attention_weight=float("nan")), "audio_attention_weight")):

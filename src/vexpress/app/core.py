@@ -105,12 +105,25 @@ class Settings:
         sampler = cfg.get("sampler")
         name = str(sampler.get("name", "ddim")) if isinstance(sampler, Mapping) or hasattr(sampler, "get") \
             else str(sampler or "ddim")
-        steps = cfg.get("num_inference_steps")
-        return cls(sampler=name, steps=None if steps is None else int(steps),
-                   guidance_scale=float(cfg.get("guidance_scale", 3.5)),
-                   reference_attention_weight=float(cfg.get("reference_attention_weight", 0.95)),
-                   audio_attention_weight=float(cfg.get("audio_attention_weight", 3.0)),
-                   median_filter=bool(cfg.get("median_filter", True)), seed=int(cfg.get("seed", 42)))
+        def number(key: str, default: Any, kind: type) -> Any:
+            value = cfg.get(key, default)
+            if value is None and key == "num_inference_steps":
+                return None
+            try:
+                if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
+                    raise ValueError
+                return kind(float(value)) if kind is int else kind(value)
+            except (TypeError, ValueError):
+                raise InputError(f"{key}={value!r} must be a{'n integer' if kind is int else ' number'}") from None
+
+        median = cfg.get("median_filter", True)
+        if not isinstance(median, bool):
+            raise InputError(f"median_filter={median!r} must be true or false")
+        return cls(sampler=name, steps=number("num_inference_steps", None, int),
+                   guidance_scale=number("guidance_scale", 3.5, float),
+                   reference_attention_weight=number("reference_attention_weight", 0.95, float),
+                   audio_attention_weight=number("audio_attention_weight", 3.0, float),
+                   median_filter=median, seed=number("seed", 42, int))
 
     def resolved_steps(self) -> int:
         from vexpress.pipelines.schedulers import DEFAULT_STEPS
