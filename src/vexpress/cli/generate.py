@@ -44,7 +44,7 @@ OPTION_TYPES: dict[str, tuple[type, bool]] = {
     "height": (int, False), "width": (int, False), "fps": (float, False), "crop_scale": (float, False),
     "num_inference_steps": (int, True), "guidance_scale": (float, False), "audio_guidance_scale": (float, True),
     "reference_attention_weight": (float, False), "audio_attention_weight": (float, False),
-    "context_frames": (int, False), "context_overlap": (int, False), "seed": (int, False),
+    "context_frames": (int, False), "context_overlap": (int, False), "seed": (int, True),
     "median_filter": (bool, False), "decode_chunk_size": (int, False), "crf": (int, False),
     "progress": (bool, False), "driving_max_missing": (float, False),
 }
@@ -80,8 +80,8 @@ def typed_options(cfg) -> dict[str, Any]:
         raise InputError("guidance_scale and audio_guidance_scale must be >= 0 (official 3.5; <= 1: no guidance)")
     if not 0 <= out["crf"] <= 51:
         raise InputError(f"crf={out['crf']} must be in [0, 51] (H.264 quality; 18 is visually lossless)")
-    if out["seed"] < 0:
-        raise InputError(f"seed={out['seed']} must be >= 0")
+    if out["seed"] is not None and out["seed"] < 0:
+        raise InputError(f"seed={out['seed']} must be >= 0 (or null for a random seed)")
     from vexpress.pipelines.inputs import check_max_missing
 
     check_max_missing(out["driving_max_missing"])
