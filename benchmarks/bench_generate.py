@@ -48,15 +48,19 @@ def build_pipeline(args):
 
     if args.model == "tiny":
         return VExpressPipeline.tiny(sampler=args.sampler, device=args.device, dtype=args.dtype)
-    from diffusers import AutoencoderKL
-
     encoder = LogMelEncoder()
     torch.manual_seed(0)
     net = VExpressNet(VExpressConfig.sd15(audio_embedding_dim=encoder.dim))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-                        block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4)  # the sd-vae-ft-mse architecture
-    return VExpressPipeline(net, vae, encoder, sampler=args.sampler, device=args.device, dtype=args.dtype)
+    return VExpressPipeline(net, sd_vae(), encoder, sampler=args.sampler, device=args.device, dtype=args.dtype)
+
+
+def sd_vae():
+    """A randomly initialised VAE of the sd-vae-ft-mse architecture (speed and memory do not depend on weights)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                         block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+                         up_block_types=["UpDecoderBlock2D"] * 4)
 
 
 def synthetic_inputs(duration: float, size: int, fps: float):

@@ -141,24 +141,21 @@ def build_audio_encoder(sizes: Sizes, device: torch.device, workdir: Path):
 
 
 def build_pipeline(sizes: Sizes, device: torch.device, encoder):
-    from diffusers import AutoencoderKL
-
     from vexpress.models import VExpressConfig, VExpressNet
     from vexpress.pipelines.vexpress_pipeline import VExpressPipeline
+
+    sys.path.insert(0, str(HERE))
+    from bench_generate import sd_vae
 
     dim = int(encoder.dim)
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: seconds instead of minutes for 2.2 B parameters
         if sizes.smoke:
             net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=dim))
-            vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                                norm_num_groups=8, block_out_channels=[8, 16, 16, 16],
-                                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+            vae = VExpressPipeline.tiny(device=device).vae  # the tiny model's own 64x64-capable VAE
         else:
             net = VExpressNet(VExpressConfig.sd15(audio_embedding_dim=dim))
-            vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-                                block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-                                up_block_types=["UpDecoderBlock2D"] * 4)  # the sd-vae-ft-mse architecture
+            vae = sd_vae()
     return VExpressPipeline(net, vae, encoder, device=device, dtype=torch.float32)
 
 

@@ -50,3 +50,19 @@ def test_gpu_check_cpu_smoke_runs_every_check(tmp_path):
     assert stages["audio_motion"]["gradient_checkpointing"] is True
     assert by["compile"][0]["status"] == "skipped"
     assert by["summary"][0]["status"] == "ok" and by["summary"][0]["errors"] == 0
+
+
+@pytest.mark.gpu
+def test_gpu_check_on_cuda(tmp_path):
+    """On a CUDA machine (`make test-gpu`): official parity on the GPU and one guided call per precision."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip(reason="needs a CUDA device")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--checks", "env,parity,unet_call",
+                           "--budget-s", "600"], capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"})
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(r["status"] in ("ok", "skipped") for r in rows)
+    assert {r["dtype"] for r in rows if r["check"] == "unet_call"} == {"fp32", "tf32", "fp16", "bf16"}
