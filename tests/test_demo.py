@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_demo_smoke(tmp_path):
     train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=2"])
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}", f"train_overrides=[{train}]",
-           "vae.steps=3", "eval.clips=2", "eval.frames=4", "eval.num_inference_steps=2", "eval.frame_stride=2",
+           "vae.steps=3", "eval.clips=50", "eval.frames=4", "eval.num_inference_steps=2", "eval.frame_stride=2",
            "probe.clips=1", "probe.frames=2", "sample_video.seconds=0.2", "threads=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -36,6 +37,54 @@ def test_demo_smoke(tmp_path):
     assert report["probe"]["recipe"][0]["audio"] == 0.0
     # the image stage of the progressive ablation is the recipe's (identical config): trained once
     assert report["train"]["progressive_no_dropout"][0].get("skipped")
+    # the report states what was scored: 2 held-out clips exist, 50 were asked for
+    assert report["protocol"]["clips"] == 2 and report["protocol"]["clips_requested"] == 50
+    assert report["protocol"]["frames"] == 4 and len(report["protocol"]["clip_ids"]) == 2
+    assert all(e["clips"] == 2 for e in report["evaluation"].values())
+    assert "2 held-out clips x 4 frames evaluated per run (eval.clips=50 requested)" in (out / "report.md").read_text()
+    assert (out / "demo.log").is_file()
     for name in ("report.md", "report.png", "sample.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     print("demo smoke phases:", {k: round(v, 1) for k, v in report["seconds"].items()})
+
+
+def _demo_main(args, monkeypatch, capsys) -> tuple[int, str]:
+    from vexpress.cli import demo
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["vexpress-demo", *args])
+    code = 0
+    try:
+        demo.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["existing_file", "under_a_file", "proc"])
+def test_unwritable_output_dir_is_a_one_line_error_before_any_work(target, tmp_path, monkeypatch, capsys):
+    """An existing file, a path below a file, a folder where no file can be created (/proc: not writable even for
+    root): ``error: ...`` naming output_dir, exit 2, and nothing computed (the cache folder stays empty)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = {"existing_file": afile, "under_a_file": afile / "demo", "proc": Path("/proc/self")}[target]
+    cache = tmp_path / "cache"
+    code, err = _demo_main([f"output_dir={out}", f"paths.cache_dir={cache}", f"paths.root_dir={REPO_ROOT}"],
+                           monkeypatch, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "output_dir" in lines[0] and str(out) in lines[0]
+    assert not cache.exists() or not any(cache.iterdir())
+    assert afile.read_text() == "x"
+
+
+def test_protocol_counts_come_from_the_scored_data():
+    from vexpress.training.demo import _protocol_sentence, scored_protocol
+
+    evals = {"recipe": {"clips": 2, "frames": 4, "per_clip": {"c1": {}, "c0": {}}},
+             "joint_only": {"clips": 2, "frames": 4, "per_clip": {"c0": {}, "c1": {}}}}
+    p = scored_protocol({"clips": 50, "frames": 16, "sampler": "ddim"}, evals)
+    assert (p["clips"], p["frames"], p["clips_requested"], p["frames_requested"]) == (2, 4, 50, 16)
+    assert p["clip_ids"] == ["c0", "c1"] and p["sampler"] == "ddim"
+    assert _protocol_sentence({"protocol": p}).startswith("2 held-out clips x 4 frames")
+    assert "requested" not in _protocol_sentence({"protocol": scored_protocol({"clips": 2, "frames": 4}, evals)})

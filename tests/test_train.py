@@ -156,3 +156,78 @@ def test_multirun_sweep_over_dropout_presets(tmp_path, cache):
         rows = list(csv.DictReader(open(next((tmp_path / "sweep" / job / "csv").rglob("metrics.csv")))))
         rates[job] = max(float(r.get("dropout/p_reference") or 0) for r in rows)
     assert rates["0"] == 0.0 and rates["1"] > 0.0, rates
+
+
+# ---- reliability: truncated checkpoints, finished reruns, data/model mismatch -------------------------------------
+@pytest.mark.slow
+def test_truncated_latest_checkpoint_resumes_from_the_previous(tmp_path, cache, caplog):
+    """Two step checkpoints are kept; a truncated newest one (through last.ckpt) is skipped with one warning line
+    naming it, and the stage resumes from the previous one and finishes."""
+    import logging
+
+    every = [*STAGE, "callbacks.model_checkpoint.every_n_train_steps=1"]
+    stop = ["+callbacks.stop._target_=tests.training.cli_helpers.StopAt", "+callbacks.stop.step=3"]
+    first = ch.run(ch.overrides(tmp_path, every + stop, cache))
+    assert first[0]["global_step"] == 3
+    folder = tmp_path / "stages" / "0_joint" / "checkpoints"
+    steps = sorted(p.name for p in folder.glob("step_*.ckpt"))
+    assert steps == ["step_0000002.ckpt", "step_0000003.ckpt"], steps  # the previous one is kept
+    assert not list(folder.glob(".*partial"))  # every write completed and was renamed
+    last = folder / "last.ckpt"
+    size = os.path.getsize(last)
+    with open(last, "r+b") as fh:  # a disk that filled up while the newest checkpoint was written
+        fh.truncate(size // 3)
+    with caplog.at_level(logging.WARNING, logger="vexpress.train"):
+        resumed = ch.run(ch.overrides(tmp_path, every, cache))
+    assert resumed[0]["global_step"] == 4 and Path(resumed[0]["export"], "DONE").is_file()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "vexpress.train" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "last.ckpt" in warnings[0] and "step_0000002.ckpt" in warnings[0], warnings
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_keeps_its_summary(tmp_path, cache, monkeypatch, capsys):
+    """``vexpress-train`` twice on the same folder: the second run trains nothing, exits 0 and leaves
+    train_summary.json exactly as the first run wrote it."""
+    from vexpress.cli import train
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["vexpress-train", *ch.overrides(tmp_path, [*STAGE, "trainer.max_steps=2", "logger=csv"], cache),
+            f"hydra.run.dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    train.main()
+    summary = tmp_path / "train_summary.json"
+    before = summary.read_bytes()
+    assert b'"global_step": 2' in before
+    capsys.readouterr()
+    train.main()  # returns normally: exit code 0
+    assert summary.read_bytes() == before
+    assert "run already finished" in capsys.readouterr().out
+
+
+def test_summary_of_a_partly_finished_rerun_keeps_the_finished_stages_records():
+    from vexpress.cli.train import merge_summary
+
+    previous = [{"stage": "image", "index": 0, "global_step": 5, "stage_key": "a", "export": "e0"}]
+    results = [{"stage": "image", "index": 0, "skipped": True, "stage_key": "a", "export": "e0"},
+               {"stage": "joint", "index": 1, "global_step": 3, "stage_key": "b", "export": "e1", "trainer": object()}]
+    merged = merge_summary(previous, results)
+    assert merged[0] == previous[0]
+    assert merged[1] == {"stage": "joint", "index": 1, "global_step": 3, "stage_key": "b", "export": "e1"}
+    # a skipped stage trained under another key (a different config) keeps no stale record
+    assert merge_summary(previous, [{**results[0], "stage_key": "c"}])[0]["skipped"]
+
+
+def test_data_that_does_not_fit_the_model_fails_before_any_work(tmp_path):
+    """data=prepared (512 px, latents 1/8) with the tiny model (latents 1/4): one line naming the setting."""
+    from vexpress.errors import InputError
+
+    ov = ch.overrides(tmp_path, ["data=prepared", f"data.root={tmp_path / 'no_data'}", "model=tiny", "logger=csv",
+                                 "trainer=cpu"], small_data=False)
+    with pytest.raises(InputError) as exc:
+        ch.run(ov)
+    msg = str(exc.value)
+    assert "\n" not in msg and "data.latent_downscale=8" in msg and "set data.latent_downscale=4" in msg
+    assert not (tmp_path / "stages").exists() and not (tmp_path / "csv").exists()
+    # a frame size that is not a multiple of the latent downscale is refused too
+    with pytest.raises(InputError, match=r"data.image_size=66 .* multiple of 4"):
+        ch.run(ch.overrides(tmp_path, ["logger=csv", "data.image_size=66"]))

@@ -58,3 +58,21 @@ def test_checkpoint_hooks_drop_frozen_helpers_and_keep_the_stream():
     m2.on_load_checkpoint(ckpt)
     assert m2.train_draws == 7 and any(k.startswith("vae.") for k in ckpt["state_dict"])
     m2.load_state_dict(ckpt["state_dict"])
+
+
+def test_check_data_names_the_setting_to_change():
+    """The data's latent downscale and frame size against the network and its VAE (one line each)."""
+    from tests.training.random_batches import DOWNSCALE
+
+    m = lit_module(vae=tiny_vae(latent_downscale=DOWNSCALE))
+    m.check_data(image_size=16 * DOWNSCALE, latent_downscale=DOWNSCALE)  # fits: no error
+    m.check_data(image_size=None, latent_downscale=None)
+    other = 8 if DOWNSCALE != 8 else 4
+    with pytest.raises(InputError, match=rf"data.latent_downscale={other} \(data=prepared\) does not match "
+                                         rf"model=tiny.*set data.latent_downscale={DOWNSCALE}"):
+        m.check_data(image_size=512, latent_downscale=other, data_name="prepared", model_name="tiny")
+    with pytest.raises(InputError, match=rf"data.image_size={16 * DOWNSCALE + 1} .*multiple of {DOWNSCALE}"):
+        m.check_data(image_size=16 * DOWNSCALE + 1, latent_downscale=DOWNSCALE)
+    mismatched = lit_module(vae=tiny_vae(latent_downscale=other))
+    with pytest.raises(InputError, match=rf"the VAE makes latents 1/{other} of the image"):
+        mismatched.check_data(image_size=64, latent_downscale=DOWNSCALE)

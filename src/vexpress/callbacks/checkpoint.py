@@ -57,13 +57,18 @@ class SafeModelCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         tmp = _partial_name(filepath)
-        trainer.save_checkpoint(tmp, self.save_weights_only)
-        if trainer.is_global_zero:
-            if not os.path.isfile(tmp):  # pragma: no cover - a strategy that writes folders (FSDP, DeepSpeed)
-                raise RuntimeError(f"checkpoint {tmp} was not written as one file")
-            _fsync_file(tmp)
-            os.replace(tmp, filepath)
-            _fsync_dir(os.path.dirname(filepath))
+        try:
+            trainer.save_checkpoint(tmp, self.save_weights_only)
+            if trainer.is_global_zero:
+                if not os.path.isfile(tmp):  # pragma: no cover - a strategy that writes folders (FSDP, DeepSpeed)
+                    raise RuntimeError(f"checkpoint {tmp} was not written as one file")
+                _fsync_file(tmp)
+                os.replace(tmp, filepath)
+                _fsync_dir(os.path.dirname(filepath))
+        except BaseException:
+            if trainer.is_global_zero and os.path.isfile(tmp):  # e.g. the disk filled up: the previous one stays
+                os.remove(tmp)
+            raise
         trainer.strategy.barrier("vexpress_checkpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath

@@ -144,8 +144,12 @@ def describe_config_error(err: BaseException, overrides: Sequence[str] | None = 
         if isinstance(e, MissingConfigException):
             missing = str(getattr(e, "missing_cfg_file", "") or "")
             options = list(getattr(e, "options", None) or [])
-            if missing and options:
-                group = missing.rsplit("/", 1)[0] if "/" in missing else missing
+            group = missing.rsplit("/", 1)[0] if "/" in missing else ""
+            if group and not options:
+                from vexpress.utils.paths import CONF_DIR
+
+                options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+            if group and options:
                 return f"no config option {missing!r}: choose {group}= one of {', '.join(map(str, options))}"
             return _one_line(str(e)).split("; Config search path")[0]
     if any(isinstance(e, ConfigCompositionException) for e in chain):

@@ -120,12 +120,13 @@ class VExpressLitModule(pl.LightningModule):
         net_down = int(self.net.config.latent_downscale)
         vae_down = self.vae_downscale()
         if vae_down is not None and vae_down != net_down:
-            raise InputError(f"the VAE makes latents 1/{vae_down} of the image but model.net.config.latent_downscale is "
-                             f"{net_down}: use a VAE and network of the same downscale (model/vae=... or "
+            raise InputError(f"the VAE makes latents 1/{vae_down} of the image but model.net.config.latent_downscale "
+                             f"is {net_down}: use a VAE and network of the same downscale (model/vae=... or "
                              f"model.net.config.latent_downscale={vae_down})")
         if latent_downscale is not None and int(latent_downscale) != net_down:
             fitting = {8: "model=sd15", 4: "model=tiny"}.get(int(latent_downscale))
-            other = f", or a model made for this data ({fitting})" if fitting and fitting != f"model={model_name}" else ""
+            other = (f", or a model made for this data ({fitting})" if fitting and fitting != f"model={model_name}"
+                     else "")
             raise InputError(f"data.latent_downscale={latent_downscale} ({data}) does not match {model}, whose latents "
                              f"are 1/{net_down} of the image: set data.latent_downscale={net_down}{other}")
         if image_size is not None and (int(image_size) <= 0 or int(image_size) % net_down):
