@@ -379,8 +379,9 @@ def _driving_from_video(path: Path, width: int, height: int, crop: str, crop_sca
         msg = f"driving video {path}: read {read} frames" + (f" of the {declared} declared" if declared else "")
         if lacking > 0:
             msg += f"; {lacking} could not be decoded (within the tolerance of {missing_allowed(declared, max_missing)})"
-    log.log(logging.WARNING if "could not be decoded" in msg else logging.INFO, msg)
-    read_note = msg
+    if "could not be decoded" in msg:
+        log.warning(msg)
+    read_note = msg  # in the notes (the command line logs them)
     valid_arr = np.array(valid)
     if not valid_arr.any():
         raise NoFaceError(f"no face found in any frame of driving video {path}; give a video of a visible talking "
