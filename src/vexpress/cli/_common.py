@@ -16,8 +16,9 @@ def user_errors(fn: F) -> F:
     """Turn a :class:`VExpressError` into ``error: <one line>`` on stderr and a non-zero exit, no traceback.
 
     Use it *inside* ``@hydra.main`` (decorate the task function) so Hydra never prints its own traceback for
-    problems the user can fix. A mandatory config value (``???``) the task reads while it is unset is reported the
-    same way (naming the key). Other exceptions propagate unchanged: they are bugs and deserve a traceback.
+    problems the user can fix. A config error the task meets (a ``???`` value it reads while unset, an interpolation
+    to a key that does not exist: see :func:`describe_config_error`) is reported the same way, naming the key.
+    Other exceptions propagate unchanged: they are bugs and deserve a traceback.
     """
 
     @functools.wraps(fn)
@@ -26,8 +27,8 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except VExpressError as err:
             _report_user_error(str(err), err.exit_code)
-        except Exception as err:  # noqa: BLE001 - a ``???`` value the user left unset is not a bug
-            message = _missing_value_message(err)
+        except Exception as err:  # noqa: BLE001 - a config value the user left unset or mistyped is not a bug
+            message = describe_config_error(err)
             if message is None:
                 raise
             _report_user_error(message)
@@ -36,14 +37,6 @@ def user_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
-
-
-def _missing_value_message(err: BaseException) -> str | None:
-    from omegaconf.errors import MissingMandatoryValue
-
-    if any(isinstance(e, MissingMandatoryValue) for e in _chain(err)):
-        return describe_config_error(err)
-    return None
 
 
 def config_path() -> str:
@@ -121,8 +114,8 @@ def describe_config_error(err: BaseException, overrides: Sequence[str] | None = 
     ``overrides``: the command-line arguments, to quote the override that named an unknown key."""
     try:
         from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-        from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, GrammarParseError,
-                                      InterpolationResolutionError, MissingMandatoryValue, ValidationError)
+        from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, GrammarParseError, InterpolationKeyError,
+                                      MissingMandatoryValue, UnsupportedInterpolationType, ValidationError)
     except ImportError:  # pragma: no cover - hydra/omegaconf are dependencies
         return None
     import re
@@ -165,7 +158,7 @@ def describe_config_error(err: BaseException, overrides: Sequence[str] | None = 
                     f"add a new key, write +{given.lstrip('+~')})")
         return _one_line(str(chain[0])) + (f" ({_one_line(str(inner))})" if inner is not None else "")
     for e in chain:
-        if isinstance(e, (GrammarParseError, InterpolationResolutionError, ValidationError)):
+        if isinstance(e, (GrammarParseError, InterpolationKeyError, UnsupportedInterpolationType, ValidationError)):
             key = _key_of(e)
             where = f" in {key}" if key else ""
             return f"config value{where} does not parse or resolve: {_one_line(str(e))}; fix it on the command line"
