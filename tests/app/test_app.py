@@ -54,7 +54,7 @@ def test_a_request_through_gradio_client(launched, sample_photo, sample_speech, 
     server = launched()
     assert server.url.startswith("http://127.0.0.1:")
     client = Client(server.url, download_files=str(tmp_path / "downloads"), verbose=False)
-    photo, speech = handle_file(str(sample_photo)), handle_file(str(sample_speech(0.75)))
+    photo, speech = handle_file(str(sample_photo)), handle_file(str(sample_speech(2.0)))
     # two requests at once: the second waits in the queue (its position is reported) while the first denoises
     args = (photo, speech, "Still head", None, "scaled driving face (naive_retarget)", "ddim", 4, 3.5, 0.95, 3.0,
             True, 7)
@@ -70,8 +70,8 @@ def test_a_request_through_gradio_client(launched, sample_photo, sample_speech, 
     for job in jobs:
         seen, video, details = job.result()
         info = probe_video(video)
-        assert (info.num_frames, info.fps, info.width, info.height, info.has_audio) == (8, 10.0, 64, 64, True)
-        assert "8 frames" in details and "seed 7" in details
+        assert (info.num_frames, info.fps, info.width, info.height, info.has_audio) == (20, 10.0, 64, 64, True)
+        assert "20 frames" in details and "seed 7" in details
     assert [item["caption"] for item in seen][:2] == ["reference crop 64x64", "photo keypoints (eyes, nose)"]
 
     # scenario 3 from the official keypoint file, preview only (no model)
@@ -93,6 +93,18 @@ def test_a_request_through_gradio_client(launched, sample_photo, sample_speech, 
                        api_name="/preview")
     assert sorted(server.work_dir.glob("videos/**/*.mp4")) == videos
     assert not list(server.work_dir.rglob("*.tmp-part"))
+
+    # a request naming a server file directly (not an upload) is refused before the app sees it
+    import httpx
+
+    outside = {"path": str(sample_photo), "meta": {"_type": "gradio.FileData"}}
+    call = httpx.post(server.url + "gradio_api/call/preview",
+                      json={"data": [outside, outside, "Still head", None, None]}, timeout=60)
+    with httpx.stream("GET", server.url + f"gradio_api/call/preview/{call.json()['event_id']}", timeout=60) as s:
+        events = [line for line in s.iter_lines() if line.startswith("event:")]
+    assert "event: error" in events and "event: complete" not in events, events
+    assert all(str(sample_photo) != str(p) for s in server.engine.files.sessions()
+               for p in server.engine.files.tracked(s))
 
     # the session's uploads and videos are deleted when it ends
     (session,) = server.engine.files.sessions()
