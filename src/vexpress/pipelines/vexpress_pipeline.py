@@ -34,7 +34,7 @@ from vexpress.errors import InputError, ShapeError, WeightsError
 from vexpress.pipelines.conditions import AudioCondition, KpsCondition
 from vexpress.pipelines.context import context_windows, frame_window_counts, official_grid_length
 from vexpress.pipelines.guidance import Guidance
-from vexpress.pipelines.schedulers import DEFAULT_STEPS, make_scheduler, sampler_name
+from vexpress.pipelines.schedulers import DEFAULT_STEPS, default_guidance, make_scheduler, sampler_name
 
 log = logging.getLogger("vexpress.generate")
 
@@ -433,7 +433,7 @@ class VExpressPipeline:
         return self.generate(inputs, output_path=out_path, **options)
 
     def generate(self, inputs: "PreparedInputs", *, num_inference_steps: int | None = None,
-                 guidance_scale: float = 3.5, audio_guidance_scale: float | None = None,
+                 guidance_scale: float | None = None, audio_guidance_scale: float | None = None,
                  reference_attention_weight: float = 0.95, audio_attention_weight: float = 3.0,
                  context_frames: int = 24, context_overlap: int = 4, seed: int | torch.Generator | None = 42,
                  sampler: str | Any | None = None, median_filter: bool = True, decode_chunk_size: int = 8,
@@ -441,7 +441,9 @@ class VExpressPipeline:
                  return_latents: bool = False, progress: bool = True) -> GenerationOutput:
         """Generate from prepared inputs (:func:`prepare_inputs`); see :meth:`__call__` for the options.
 
-        ``num_inference_steps`` defaults to 25 for DDIM, 12 for DPM-Solver++, 10 for UniPC. Official sampling
+        ``num_inference_steps`` defaults to 25 for DDIM, 12 for DPM-Solver++, 10 for UniPC, 4 for LCM.
+        ``guidance_scale`` defaults to 3.5, and to 1 (off, one branch) for ``lcm`` (a distilled student). Official
+        sampling
         defaults: guidance 3.5 (same for audio), reference / audio attention weights 0.95 / 3.0, windows 24 / 4,
         seed 42, median filter on.
         """
@@ -449,6 +451,8 @@ class VExpressPipeline:
         sampler = self.sampler if sampler is None else sampler
         name = sampler if isinstance(sampler, str) else sampler_name(sampler)
         steps = num_inference_steps if num_inference_steps is not None else DEFAULT_STEPS.get(name, 25)
+        if guidance_scale is None:
+            guidance_scale = default_guidance(name)
         guidance = Guidance(float(guidance_scale), None if audio_guidance_scale is None
                             else float(audio_guidance_scale))
         height, width, fps, num_frames = inputs.height, inputs.width, inputs.fps, inputs.num_frames
@@ -478,7 +482,7 @@ class VExpressPipeline:
             latents, bank, audio_cond, kps_cond, num_inference_steps=steps, guidance=guidance,
             context_frames=context_frames, context_overlap=context_overlap,
             reference_attention_weight=reference_attention_weight, audio_attention_weight=audio_attention_weight,
-            scheduler=self.make_scheduler(sampler), progress=progress,
+            scheduler=_seeded(self.make_scheduler(sampler), seed), progress=progress,
         )
         distinct = kps_cond.num_distinct
         del bank, audio_cond, kps_cond
@@ -663,6 +667,13 @@ def prepare_inputs(reference_image: Any, audio: Any, *, driving: Any | None = No
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------
+def _seeded(scheduler: Any, seed: Any) -> Any:
+    """A sampler that injects noise between steps (``lcm``) draws it from a stream seeded with the video's seed."""
+    if isinstance(seed, int) and hasattr(scheduler, "manual_seed"):
+        scheduler.manual_seed(seed)
+    return scheduler
+
+
 def _progress(total: int, enabled: bool, desc: str):
     if not enabled:
         return None
