@@ -196,11 +196,10 @@ class ParitySet:
         candidates = [self.path.parent / source, shared_dir() / "parity" / source, *_env_set_paths()]
         if source == "dev":
             candidates.insert(0, parity_dir())
-        tried = []
+        candidates = list(dict.fromkeys(candidates))  # keep the order, drop repeats
         for folder in candidates:
-            if folder.resolve() in tried or not folder.is_dir():
+            if not folder.is_dir():
                 continue
-            tried.append(folder.resolve())
             files = {m: folder / entry["file"] for m, entry in spec["files"].items()}
             if all(f.is_file() for f in files.values()) and all(
                     _sha256(files[m]) == entry["sha256"] for m, entry in spec["files"].items()):

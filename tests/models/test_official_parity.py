@@ -19,11 +19,19 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="module", params=parity_set_params())
-def pset(request):
+def vset(request):
+    """The set's settings and tensors (no weights needed)."""
     ps = ParitySet.open(request.param)
+    return ps, ps.vectors
+
+
+@pytest.fixture(scope="module")
+def pset(vset):
+    """The set with its network (skips with the reason when the set's weights are absent)."""
+    ps, io = vset
     torch.manual_seed(0)
     net = ps.load_net(num_padding_audio_frames=ps.single_forward["num_pad_audio_frames"])
-    return ps, net, ps.vectors
+    return ps, net, io
 
 
 def _unet(net, io, **kwargs):
@@ -40,9 +48,9 @@ def _weights(ps):
             "audio_attention_weight": float(sf["audio_attention_weight"])}
 
 
-def test_stored_tensors_have_the_configured_shapes(pset):
+def test_stored_tensors_have_the_configured_shapes(vset):
     """The settings read from config.json describe the stored tensors (so the other tests really use them)."""
-    ps, _, io = pset
+    ps, io = vset
     (height, width), (h, w), frames = ps.image_size, ps.latent_size, int(ps.sizes["frames"])
     assert tuple(io["noisy_latents"].shape) == (1, 4, frames, h, w)
     assert tuple(io["ref_latents"].shape) == (1, 4, h, w)
@@ -52,16 +60,17 @@ def test_stored_tensors_have_the_configured_shapes(pset):
     assert io["timestep"].tolist() == [int(ps.single_forward["timestep"])]
 
 
-def test_kps_images_are_pixel_exact(pset):
-    ps, _, io = pset
+def test_kps_images_are_pixel_exact(vset):
+    ps, io = vset
     height, width = ps.image_size
     ours = draw_kps_sequence(height, width, io["kps_coords"])[None]
     assert torch.equal(ours, io["kps_images"]), "V-Kps drawing differs from the official one"
 
 
-def test_audio_windows(pset):
-    ps, _, io = pset
-    ours = audio_windows(io["wav2vec_like"], int(ps.sizes["frames"]), num_pad=int(ps.single_forward["num_pad_audio_frames"]))
+def test_audio_windows(vset):
+    ps, io = vset
+    num_pad = int(ps.single_forward["num_pad_audio_frames"])
+    ours = audio_windows(io["wav2vec_like"], int(ps.sizes["frames"]), num_pad=num_pad)
     assert_parity("audio_windows", ours, io["audio_windows"], tol=0.0)
 
 

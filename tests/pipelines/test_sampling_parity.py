@@ -28,11 +28,19 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="module", params=parity_set_params())
-def run(request):
+def sset(request):
+    """The set's settings and tensors (no weights needed); skips if our loop cannot honour a setting."""
     ps = ParitySet.open(request.param)
     reason = sampling_unsupported(ps)
     if reason:
         pytest.skip(reason=f"{ps.name}: our loop cannot honour {reason}")
+    return ps, ps.vectors
+
+
+@pytest.fixture(scope="module")
+def run(sset):
+    """The set with its network in a pipeline (skips with the reason when the set's weights are absent)."""
+    ps, _ = sset
     if torch.cuda.is_available():  # the vectors are float32 CPU; TF32 alone costs ~1e-3
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -75,22 +83,27 @@ def official(run):
         return sample(ps, pipe, io, io["ref_latents"])
 
 
-def test_inputs_have_the_configured_shapes(run):
-    ps, pipe, io = run
+def test_inputs_have_the_configured_shapes(sset):
+    ps, io = sset
     (h, w), frames = ps.latent_size, int(ps.sampling["video_length"])
     assert tuple(io["init_noise"].shape) == (1, 4, frames, h, w)
     assert tuple(io["long_kps_coords"].shape) == (frames, 3, 2)
     assert tuple(io["long_wav2vec_like"].shape)[0] == int(ps.sampling["wav2vec_tokens"])
-    assert pipe.net.config.latent_downscale == ps.latent_downscale
+    assert tuple(io["first_unet_call_out"].shape)[2] == min(frames, int(ps.sampling["context_frames"]))
 
 
-def test_windows_and_timesteps_match_the_official_run(run, official):
-    ps, _, io = run
+def test_context_windows_match_the_official_schedule(sset):
+    ps, _ = sset
     sp = ps.sampling
     frames, size, overlap = int(sp["video_length"]), int(sp["context_frames"]), int(sp["context_overlap"])
     expected = ps.config.get("derived", {}).get("context_queue") or official_uniform_windows(frames, size, overlap)
     assert [list(w) for w in context_windows(frames, size, overlap)] == expected, (
         f"our context windows differ from the official schedule for {frames} frames, {size}/{overlap}")
+
+
+def test_timesteps_match_the_official_run(run, official):
+    ps, pipe, io = run
+    assert pipe.net.config.latent_downscale == ps.latent_downscale
     assert [t for t, _ in official["steps"]] == io["sampling_timesteps"].tolist()
     derived = ps.config.get("derived", {}).get("sampling_timesteps")
     if derived:
