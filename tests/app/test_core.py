@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vexpress.app.core import (MOTION_TRANSFER, SCENARIOS, STILL_HEAD, Engine, Request, SessionFiles, Settings,
-                               preview_frames, preview_images, strategy_for)
+                               preview_frames, preview_images, sampler_defaults, sampler_names,
+                               strategy_for)
 from vexpress.errors import InputError
 
 
@@ -49,6 +50,7 @@ def test_settings_checks_and_options():
     options = settings.options(cfg)
     assert options["num_inference_steps"] == 10 and options["seed"] == 42 and options["sampler"] == "unipc"
     assert 0 <= Settings(seed=-1).options(cfg)["seed"] < 2**31
+    assert {"ddim", "dpmpp", "unipc"} <= set(sampler_names()) and sampler_defaults("ddim") == (25, 3.5)
     for key, value in (("num_inference_steps", "None"), ("seed", 1.5), ("guidance_scale", "strong"),
                        ("median_filter", "yes")):
         with pytest.raises(InputError, match=key):

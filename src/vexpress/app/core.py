@@ -41,7 +41,23 @@ MOTION_TRANSFER: dict[str, str] = {
     "scaled driving face (naive_retarget)": "naive_retarget",
     "rigid head shift (offset_retarget)": "offset_retarget",
 }
-SAMPLER_NAMES = ("ddim", "dpmpp", "unipc")
+
+
+def sampler_names() -> tuple[str, ...]:
+    """The samplers ``vexpress.pipelines.schedulers`` knows (the page's choices)."""
+    from vexpress.pipelines.schedulers import SAMPLERS
+
+    return tuple(SAMPLERS)
+
+
+def sampler_defaults(name: str) -> tuple[int, float]:
+    """(steps, guidance scale) a sampler uses by default (a distilled sampler runs without guidance)."""
+    from vexpress.pipelines import schedulers
+
+    guidance = getattr(schedulers, "default_guidance", None)
+    return schedulers.DEFAULT_STEPS.get(name, 25), float(guidance(name)) if guidance is not None else 3.5
+
+
 #: Driving inputs the page accepts: videos, and keypoint files (ours, or the official kps.pth).
 DRIVING_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".pth", ".pt", ".npy")
 
@@ -134,8 +150,8 @@ class Settings:
         """One-line :class:`InputError` naming the setting (range checks shared with the command line)."""
         from vexpress.pipelines.vexpress_pipeline import check_options
 
-        if self.sampler not in SAMPLER_NAMES:
-            raise InputError(f"sampler {self.sampler!r} is not one of {', '.join(SAMPLER_NAMES)}")
+        if self.sampler not in sampler_names():
+            raise InputError(f"sampler {self.sampler!r} is not one of {', '.join(sampler_names())}")
         for name, value in (("guidance_scale", self.guidance_scale),
                             ("reference_attention_weight", self.reference_attention_weight),
                             ("audio_attention_weight", self.audio_attention_weight)):

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vexpress.app.core import (DRIVING_SUFFIXES, MOTION_TRANSFER, SAMPLER_NAMES, SCENARIOS, STILL_HEAD, Engine,
-                               Request, SessionFiles, Settings, describe_inputs, describe_result, preview_images)
+from vexpress.app.core import (DRIVING_SUFFIXES, MOTION_TRANSFER, SCENARIOS, STILL_HEAD, Engine, Request, SessionFiles,
+                               Settings, describe_inputs, describe_result, preview_images, sampler_defaults,
+                               sampler_names)
 from vexpress.errors import InputError, VExpressError
 
 log = logging.getLogger("vexpress.app")
@@ -57,8 +58,6 @@ def build_app(engine: Engine, cfg: Any):
     _quiet_environment()
     import gradio as gr
 
-    from vexpress.pipelines.schedulers import DEFAULT_STEPS
-
     defaults = Settings.from_config(cfg)
     height, width = engine.size
     delete_cache = cfg.get("delete_cache")
@@ -76,8 +75,9 @@ def build_app(engine: Engine, cfg: Any):
                 driving = gr.File(label="Driving video or keypoint file (optional)", type="filepath",
                                   file_types=list(DRIVING_SUFFIXES), elem_id="driving", height=120)
                 with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
-                    sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults.sampler, label="Sampler",
-                                          info="ddim: the official sampler; dpmpp and unipc need fewer steps")
+                    sampler = gr.Dropdown(list(sampler_names()), value=defaults.sampler, label="Sampler",
+                                          info="ddim: the official sampler; dpmpp and unipc need fewer steps; lcm "
+                                               "only for a distilled model")
                     steps = gr.Slider(1, 100, value=defaults.resolved_steps(), step=1, label="Steps")
                     guidance = gr.Slider(0.0, 10.0, value=defaults.guidance_scale, step=0.1,
                                          label="Guidance scale", info="official 3.5; <= 1: no guidance")
@@ -144,7 +144,8 @@ def build_app(engine: Engine, cfg: Any):
             yield seen_items, str(path), text + "\n\n" + describe_result(info)
 
         def on_sampler(name):
-            return gr.update(value=DEFAULT_STEPS.get(str(name), 25))
+            num_steps, guidance_scale = sampler_defaults(str(name))
+            return gr.update(value=num_steps), gr.update(value=guidance_scale)
 
         def on_unload(request: gr.Request):
             if request is not None:
@@ -155,7 +156,7 @@ def build_app(engine: Engine, cfg: Any):
         generate_btn.click(on_generate, [*inputs, sampler, steps, guidance, ref_weight, audio_weight, median, seed],
                            [seen, result, details], api_name="generate", concurrency_limit=1,
                            concurrency_id="device", show_progress_on=[result], preprocess=False)
-        sampler.change(on_sampler, sampler, steps, api_visibility="private", queue=False)
+        sampler.change(on_sampler, sampler, [steps, guidance], api_visibility="private", queue=False)
         app.unload(on_unload)
     return app
 
