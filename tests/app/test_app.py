@@ -123,3 +123,20 @@ def test_help_names_the_options():
     assert out.returncode == 0, out.stderr
     for key in ("vexpress-app", "weights", "port"):
         assert key in out.stdout
+
+
+def test_console_script_and_extra_are_declared():
+    import configparser
+    import importlib
+
+    from vexpress.utils.paths import REPO_ROOT
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO_ROOT / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines())
+    module, func = scripts["vexpress-app"].split(":")
+    assert callable(getattr(importlib.import_module(module), func))
+    extra = setup["options.extras_require"]["app"]
+    assert all(name in extra for name in ("gradio", "gradio_client", "selenium"))
+    pins = (REPO_ROOT / "requirements" / "constraints.txt").read_text().lower().splitlines()
+    assert all(any(p.startswith(f"{name}==") for p in pins) for name in ("gradio", "gradio_client", "selenium"))
