@@ -125,7 +125,7 @@ def test_checkpoint_round_trip_restores_the_target_exactly():
         for n, p in m.target_net.named_parameters():
             if n.startswith("denoising_unet."):
                 p.add_(torch.randn_like(p))
-    m.ema_step, m.train_draws = 7, 11
+    m.ema_updates, m.train_draws = 7, 11
     ckpt = {"state_dict": m.state_dict()}
     m.on_save_checkpoint(ckpt)
     assert not any(k.startswith(("teacher", "target")) for k in ckpt["state_dict"])
@@ -133,7 +133,7 @@ def test_checkpoint_round_trip_restores_the_target_exactly():
     fresh.on_load_checkpoint(ckpt)
     saved = dict(m.target_net.named_parameters())
     assert all(torch.equal(p, saved[n]) for n, p in fresh.target_net.named_parameters())
-    assert fresh.ema_step == 7 and fresh.train_draws == 11
+    assert fresh.ema_updates == 7 and fresh.train_draws == 11
 
 
 # --- the stage config end to end ----------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_killed_and_resumed_distillation_equals_uninterrupted(tmp_path, cache):
     assert first[0]["global_step"] == 2 and first[0]["export"] is None
     ckpt = killed / "stages" / "0_distill" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert state["vexpress_distill"]["ema_step"] == 2 and state["vexpress_distill"]["target"]
+    assert state["vexpress_distill"]["ema_updates"] == 2 and state["vexpress_distill"]["target"]
     resumed = ch.run(ch.overrides(killed, STAGE, cache))
     assert resumed[0]["global_step"] == 4
     a, b = _export_tensors(Path(full[0]["export"])), _export_tensors(Path(resumed[0]["export"]))

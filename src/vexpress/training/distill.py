@@ -32,7 +32,7 @@ Networks: the teacher is a frozen copy of the student's initial weights (``stage
 (any export or official folder). Teacher and target share the student's frozen parameters (condition encoders kept
 frozen by the stage) instead of copying them. Neither is registered as a submodule: they are not in the
 ``state_dict``, not wrapped by DDP, and not exported. Checkpoints store the target's averaged parameters and the
-step of its last update, so a resumed run continues exactly (the random stream is the base module's counter).
+number of its updates, so a resumed run continues exactly (the random stream is the base module's counter).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class ConsistencyDistillModule(VExpressLitModule):
         self.huber_c = float(huber_c)
         self.reference_attention_weight = float(reference_attention_weight)
         self.audio_attention_weight = float(audio_attention_weight)
-        self.ema_step = -1  # global step of the last target update
+        self.ema_updates = 0  # target updates so far (one per optimisation step)
         # not submodules on purpose (see the module docstring): a plain dict keeps them out of state_dict and DDP
         self._aux: dict[str, torch.nn.Module] = {}
         self._tracked: list[str] = []
@@ -283,8 +283,8 @@ class ConsistencyDistillModule(VExpressLitModule):
 
     def on_fit_start(self) -> None:
         self._move_networks()
-        if self.ema_step >= 0:
-            log.info("distillation: target network restored (last EMA update at step %d)", self.ema_step)
+        if self.ema_updates:
+            log.info("distillation: target network restored after %d EMA updates", self.ema_updates)
 
     def on_validation_start(self) -> None:
         self.build_networks()
@@ -299,11 +299,11 @@ class ConsistencyDistillModule(VExpressLitModule):
         self.log("train/timestep", out["t"], batch_size=bs)
         return out["loss"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = int(self.trainer.global_step)
-        if step != self.ema_step:  # an optimisation step happened (gradient accumulation: not every batch)
-            self.update_target()
-            self.ema_step = step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # the target follows right after each optimisation step, before any callback (checkpoint) sees the step
+        super().optimizer_step(*args, **kwargs)
+        self.update_target()
+        self.ema_updates += 1
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         out = self.distill_step(batch, generator_for(self.seed, "val", batch_idx), None)
@@ -313,7 +313,7 @@ class ConsistencyDistillModule(VExpressLitModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         target = dict(self.target_net.named_parameters())
-        checkpoint[_CKPT_KEY] = {"ema_step": int(self.ema_step),
+        checkpoint[_CKPT_KEY] = {"ema_updates": int(self.ema_updates),
                                  "target": {n: target[n].detach().cpu().clone() for n in self._tracked}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -331,4 +331,4 @@ class ConsistencyDistillModule(VExpressLitModule):
         with torch.no_grad():
             for n in self._tracked:
                 target[n].copy_(saved[n])
-        self.ema_step = int(state["ema_step"])
+        self.ema_updates = int(state["ema_updates"])
