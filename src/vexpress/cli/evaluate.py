@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
-from vexpress.cli._common import config_path, user_errors
+from vexpress.cli._common import hydra_main, user_errors
 from vexpress.errors import InputError
 
 log = logging.getLogger("vexpress.eval")
@@ -165,9 +165,7 @@ def run(cfg) -> Dict[str, Any]:
 
 
 def main() -> None:
-    import hydra
-
-    hydra.main(config_path=config_path(), config_name="eval", version_base="1.3")(run)()
+    hydra_main("eval", run, "vexpress-eval")  # one-line config errors, --help of its own groups
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vexpress.cli._common import config_path, user_errors
+from vexpress.cli._common import hydra_main, user_errors
 
 
 @user_errors
@@ -33,9 +33,7 @@ def run(cfg) -> tuple[Path, Path | None]:
 
 
 def main() -> None:
-    import hydra
-
-    hydra.main(config_path=config_path(), config_name="extract_kps", version_base="1.3")(run)()
+    hydra_main("extract_kps", run, "vexpress-extract-kps")  # one-line config errors, --help of its own groups
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from vexpress.cli._common import config_path, user_errors
+from vexpress.cli._common import hydra_main, user_errors
 
 log = logging.getLogger("vexpress.synth")
 
@@ -89,9 +89,7 @@ def run(cfg) -> Path:
 
 
 def main() -> None:
-    import hydra
-
-    hydra.main(config_path=config_path(), config_name="synth", version_base="1.3")(run)()
+    hydra_main("synth", run, "vexpress-synth")  # one-line config errors, --help of its own groups
 
 
 if __name__ == "__main__":
