@@ -5,13 +5,34 @@ The layers keep the state-dict names of diffusers' ``Attention`` (``to_q``, ``to
 load with strict key checking. The computation goes through :func:`torch.nn.functional.scaled_dot_product_attention`
 (flash / memory-efficient kernels on CUDA, a fused kernel on CPU); numerically it equals the official
 ``AttnProcessor`` up to float32 reordering noise (~1e-6 relative).
+
+Inference memory: without autograd, a layer whose intermediates would exceed :data:`INFERENCE_CHUNK_ELEMENTS`
+processes its rows (frames, or tokens for the feed-forward) in chunks and writes them into one preallocated output,
+so the peak holds one chunk of intermediates instead of all of them (the official code materialises the full 8C
+GEGLU projection and every q/k/v of a window at once). Each row sees exactly the same arithmetic; with autograd
+on (training) nothing is chunked.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+#: Intermediate elements above which inference (no autograd) splits a layer's rows into chunks (64 MB in fp32);
+#: the environment variable ``VEXPRESS_INFERENCE_CHUNK_ELEMENTS`` overrides it (e.g. to test the chunked path).
+INFERENCE_CHUNK_ELEMENTS = int(os.environ.get("VEXPRESS_INFERENCE_CHUNK_ELEMENTS", 1 << 24))
+
+
+def inference_chunk(rows: int, elements_per_row: int) -> int | None:
+    """Rows per chunk when ``rows`` rows of ``elements_per_row`` intermediate elements each should be split (no
+    autograd and above :data:`INFERENCE_CHUNK_ELEMENTS`); None to run them at once."""
+    if torch.is_grad_enabled() or rows * elements_per_row <= INFERENCE_CHUNK_ELEMENTS or rows <= 1:
+        return None
+    return max(1, INFERENCE_CHUNK_ELEMENTS // max(1, elements_per_row))
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -56,9 +77,22 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out[0](merge_heads(out))
 
-    def forward(self, hidden_states: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward(self, hidden_states: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         k, v = self.project_kv(hidden_states if context is None else context)
         return self.attend(hidden_states, k, v)
+
+    def forward(self, hidden_states: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        n, length, _ = hidden_states.shape
+        inner = self.to_q.out_features
+        # q, k, v, attention output, merged heads, projected output: ~6 tensors of (L, inner) per row
+        step = inference_chunk(n, 6 * length * inner)
+        if step is None or (context is not None and context.shape[0] != n):
+            return self._forward(hidden_states, context)
+        out = hidden_states.new_empty(n, length, self.to_out[0].out_features)
+        for s in range(0, n, step):
+            ctx = None if context is None else context[s:s + step]
+            out[s:s + step] = self._forward(hidden_states[s:s + step], ctx)
+        return out
 
 
 class GEGLU(nn.Module):
@@ -70,7 +104,9 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden, gate = self.proj(x).chunk(2, dim=-1)
-        return hidden * F.gelu(gate)
+        if torch.is_grad_enabled():
+            return hidden * F.gelu(gate)
+        return F.gelu(gate).mul_(hidden)  # inference: one 4C tensor less
 
 
 class FeedForward(nn.Module):
@@ -81,7 +117,19 @@ class FeedForward(nn.Module):
         inner = dim * mult
         self.net = nn.ModuleList([GEGLU(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dim)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
             x = layer(x)
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inner = self.net[2].in_features
+        rows = x.numel() // x.shape[-1]
+        step = inference_chunk(rows, 4 * inner)  # GEGLU projection (2 inner), GELU output, product
+        if step is None:
+            return self._forward(x)
+        flat = x.reshape(rows, x.shape[-1])
+        out = x.new_empty(rows, self.net[2].out_features)
+        for s in range(0, rows, step):
+            out[s:s + step] = self._forward(flat[s:s + step])
+        return out.view(*x.shape[:-1], out.shape[-1])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vexpress.errors import ShapeError
-from vexpress.models.attention import Attention, FeedForward, merge_heads, split_heads
+from vexpress.models.attention import Attention, FeedForward, inference_chunk, merge_heads, split_heads
 
 
 class PositionalEncoding(nn.Module):
@@ -48,17 +48,33 @@ class TemporalAttention(Attention):
         super().__init__(dim, heads, dim_head)
         self.pos_encoder = PositionalEncoding(dim, max_len) if position_encoding else None
 
-    def forward(self, hidden_states: torch.Tensor, video_length: int) -> torch.Tensor:  # type: ignore[override]
-        bf, d, c = hidden_states.shape
-        b = bf // video_length
-        # (b f) d c -> (b d) f c
-        x = hidden_states.view(b, video_length, d, c).transpose(1, 2).reshape(b * d, video_length, c)
+    def _attend_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, f, c) sequences of frames -> (N, f, c)."""
         if self.pos_encoder is not None:
             x = self.pos_encoder(x)
         q, k, v = (split_heads(proj(x), self.heads) for proj in (self.to_q, self.to_k, self.to_v))
-        out = self.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k, v)))
-        # (b d) f c -> (b f) d c
-        return out.view(b, d, video_length, c).transpose(1, 2).reshape(bf, d, c)
+        return self.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+    def forward(self, hidden_states: torch.Tensor, video_length: int) -> torch.Tensor:  # type: ignore[override]
+        bf, d, c = hidden_states.shape
+        b = bf // video_length
+        frames = hidden_states.view(b, video_length, d, c)
+        # inference: spatial positions are independent sequences, so take them a chunk at a time (input copy, pos
+        # encoding, q, k, v, attention output, merged heads, projection: ~8 (f, c) tensors per position)
+        step = inference_chunk(b * d, 8 * video_length * c)
+        if step is None:
+            # (b f) d c -> (b d) f c
+            x = frames.transpose(1, 2).reshape(b * d, video_length, c)
+            out = self._attend_frames(x)
+            # (b d) f c -> (b f) d c
+            return out.view(b, d, video_length, c).transpose(1, 2).reshape(bf, d, c)
+        out = hidden_states.new_empty(b, video_length, d, c)
+        per_sample = max(1, step // b)
+        for s in range(0, d, per_sample):
+            e = min(d, s + per_sample)
+            x = frames[:, :, s:e].transpose(1, 2).reshape(b * (e - s), video_length, c)
+            out[:, :, s:e] = self._attend_frames(x).view(b, e - s, video_length, c).transpose(1, 2)
+        return out.view(bf, d, c)
 
 
 class TemporalTransformerBlock(nn.Module):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vexpress.models.attention import Attention, FeedForward, merge_heads, split_heads
+from vexpress.models.attention import Attention, FeedForward, inference_chunk, merge_heads, split_heads
 from vexpress.models.conditioning import DenoiseContext
 
 
@@ -58,11 +58,23 @@ class TemporalBasicTransformerBlock(nn.Module):
             v = v.expand(queries.shape[0], -1, -1, -1)
         elif not (all_rows and k.shape[0] == b):  # one reference per sample, some samples dropped
             k, v = k.index_select(0, bank_rows), v.index_select(0, bank_rows)
-        q = split_heads(self.attn1_5.to_q(queries), self.attn1_5.heads)
-        out = self.attn1_5.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))))
+        attn = self.attn1_5
+        nq, lq = queries.shape[:2]
+        # inference: queries are independent given the shared keys/values, so take the (frames x tokens) query axis
+        # a chunk at a time (q, attention output, merged heads, projection: ~4 tensors of (rows, C) per token)
+        step = inference_chunk(lq, 4 * nq * attn.to_q.out_features)
+        if step is None:
+            q = split_heads(attn.to_q(queries), attn.heads)
+            out = attn.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))))
+        else:
+            out = queries.new_empty(nq, lq, attn.to_out[0].out_features)
+            k, v = k.to(queries.dtype), v.to(queries.dtype)
+            for s in range(0, lq, step):
+                q = split_heads(attn.to_q(queries[:, s:s + step]), attn.heads)
+                out[:, s:s + step] = attn.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k, v)))
         if not all_rows:
             full = bias.to(out.dtype).expand(b, f * n, c).contiguous()
-            out = full.index_copy(0, rows, out)
+            out = full.index_copy(0, rows, out) if torch.is_grad_enabled() else full.index_copy_(0, rows, out)
         return out.view(bf, n, c)
 
     def forward(self, hidden: torch.Tensor, ctx: DenoiseContext) -> torch.Tensor:

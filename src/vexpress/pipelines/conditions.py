@@ -91,16 +91,24 @@ class KpsCondition:
     def num_distinct(self) -> int:
         return int(len(self.unique))
 
+    #: images drawn and encoded per guider call: the guider's activations are image-sized (16 channels at full
+    #: resolution, ~17 MB per 512x512 image in fp32), so they are bounded by this many images at a time
+    encode_chunk = 4
+
     def _encode(self, ids: np.ndarray) -> torch.Tensor:
         """Guider features (C0, n, h, w) of distinct keypoint sets ``ids``."""
         from vexpress.kps.draw import draw_kps_image
 
-        images = np.stack([draw_kps_image(self.height, self.width, self.unique[i]) for i in ids])  # (n, H, W, 3)
-        x = torch.from_numpy(images).to(self.device, non_blocking=True)
-        x = x.permute(3, 0, 1, 2).to(torch.float32).div_(255.0)  # exactly uint8/255, as the official processor
         guider_dtype = next(self.net.v_kps_guider.parameters()).dtype
-        with torch.no_grad():
-            return self.net.encode_kps(x[None].to(guider_dtype))[0].to(self.dtype)
+        parts = []
+        for start in range(0, len(ids), self.encode_chunk):
+            chunk = ids[start:start + self.encode_chunk]
+            images = np.stack([draw_kps_image(self.height, self.width, self.unique[i]) for i in chunk])  # (n,H,W,3)
+            x = torch.from_numpy(images).to(self.device, non_blocking=True)
+            x = x.permute(3, 0, 1, 2).to(torch.float32).div_(255.0)  # exactly uint8/255, as the official processor
+            with torch.no_grad():
+                parts.append(self.net.encode_kps(x[None].to(guider_dtype))[0].to(self.dtype))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def window(self, frames: range) -> torch.Tensor:
         """(1, C0, F, h, w) guider features of one window."""

@@ -371,24 +371,44 @@ class VExpressPipeline:
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, progress: bool = False,
                        to_cpu: bool = True) -> Iterator[torch.Tensor]:
         """Yield (F, H, W, 3) uint8 RGB frame chunks (on the CPU, or on the device with ``to_cpu=False``),
-        decoding ``chunk_size`` frames at a time."""
+        decoding ``chunk_size`` frames at a time.
+
+        The VAE itself sees at most :meth:`vae_frames_per_call` frames per call (its last block holds several
+        128-channel full-resolution tensors per frame: ~0.6 GB per 512x512 frame in fp32), so a chunk's peak memory
+        does not grow with ``chunk_size``; the chunk is the unit of the median filter and of writing."""
         if self.vae is None:
             raise WeightsError("this pipeline has no VAE; build it with a VAE to decode latents")
         num_frames = latents.shape[2]
         scale = self.net.config.vae_scaling_factor
+        down = self.net.config.latent_downscale
+        per_call = self.vae_frames_per_call(latents.shape[-2] * down, latents.shape[-1] * down)
         bar = _progress(num_frames, progress, "decoding")
         try:
             for start in range(0, num_frames, chunk_size):
                 z = latents[0, :, start:start + chunk_size].permute(1, 0, 2, 3)  # (F, 4, h, w)
-                img = self.vae.decode((z / scale).to(self.vae.dtype)).sample
-                img = ((img.float() / 2 + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)
-                img = img.permute(0, 2, 3, 1).contiguous()
+                img = torch.empty((z.shape[0], z.shape[2] * down, z.shape[3] * down, 3), dtype=torch.uint8,
+                                  device=z.device)
+                for s in range(0, z.shape[0], per_call):
+                    part = self.vae.decode((z[s:s + per_call] / scale).to(self.vae.dtype)).sample
+                    part = ((part.float() / 2 + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)
+                    img[s:s + per_call] = part.permute(0, 2, 3, 1)
+                    del part
                 yield img.cpu() if to_cpu else img
                 if bar is not None:
                     bar.update(z.shape[0])
         finally:
             if bar is not None:
                 bar.close()
+
+    #: bytes of one full-resolution VAE decoder activation allowed per VAE call (frames x channels x H x W)
+    vae_call_bytes = 256 * 2**20
+
+    def vae_frames_per_call(self, height: int, width: int) -> int:
+        """Frames per VAE decode call so that one last-block activation stays under :attr:`vae_call_bytes`
+        (512x512: 1 frame in fp32, 3 in fp16; 128x128: 16 in fp32)."""
+        channels = min(getattr(self.vae.config, "block_out_channels", [128]))
+        per_frame = channels * height * width * torch.finfo(self.vae.dtype).bits // 8
+        return max(1, int(self.vae_call_bytes // max(1, per_frame)))
 
     # ------------------------------------------------------------------------------------------------------------
     # end to end

@@ -16,6 +16,9 @@ component                     bytes
 ``activations``               tensors autograd keeps for the backward, summed over the layers (see below)
 ``recompute``                 with gradient checkpointing: the activations of the largest checkpointed layer,
                               rebuilt during the backward (0 without checkpointing)
+``workspace``                 without checkpointing: transient tensors of the largest layer (its intermediates in
+                              the forward, the gradients of its activations in the backward), taken as its saved
+                              size
 ============================  ==================================================================================
 
 ``total`` is the sum: an upper bound of the step's peak (activations are freed during the backward while the
@@ -290,7 +293,7 @@ class MemoryEstimate:
         return {"stage": self.stage, "frames": self.frames, "batch": self.batch, "size": f"{self.height}x{self.width}",
                 "precision": self.precision, "optimizer": self.optimizer, "checkpointing": self.checkpointing,
                 "trainable": self.params_trainable_count, "frozen": self.params_frozen_count,
-                **{k: int(v) for k, v in self.components.items()}, "total": int(self.total)}
+                **{f"{k}_bytes": int(v) for k, v in self.components.items()}, "total_bytes": int(self.total)}
 
 
 def estimate_training_memory(
@@ -343,6 +346,8 @@ def estimate_training_memory(
         "optimizer": OPTIMIZER_BYTES[optimizer] * n_train,
         "activations": kept * act_bytes,
         "recompute": recompute * act_bytes,
+        # without checkpointing; with it the recompute term is the largest layer's transient
+        "workspace": 0.0 if checkpointing else max((l.elements for l in layers), default=0.0) * act_bytes,
     }
     return MemoryEstimate(stage, frames, batch, height, width, precision, optimizer, checkpointing, n_train, n_frozen,
                           components, layers)
@@ -364,7 +369,7 @@ def per_device_bytes(est: MemoryEstimate, strategy: str, n_gpus: int) -> float:
     """
     c = est.components
     n = max(1, int(n_gpus))
-    act = c["activations"] + c["recompute"]
+    act = c["activations"] + c["recompute"] + c["workspace"]
     if strategy == "ddp":
         return est.total
     if strategy == "fsdp":
@@ -419,8 +424,10 @@ class PeakMeter:
     peak. Needs glibc (Linux); :attr:`available` is False elsewhere.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_bytes: int = 1 << 18) -> None:
         self.available = malloc_in_use() is not None
+        self.min_bytes = int(min_bytes)  # sample after operators that return at least this much (and every 64th)
+        self._count = 0
         self.baseline = 0
         self.peak = 0
         self.where = ""
@@ -443,7 +450,11 @@ class PeakMeter:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                meter.sample(str(func))
+                meter._count += 1
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                size = sum(t.nbytes for t in outs if isinstance(t, torch.Tensor))
+                if size >= meter.min_bytes or meter._count % 64 == 0:
+                    meter.sample(str(func))
                 return out
 
         def pre(module, _args):
