@@ -30,7 +30,6 @@ COMPONENTS = ("params_trainable", "params_frozen", "autocast_weight_copies", "gr
 def main(argv=None) -> None:
     from vexpress.models import VExpressConfig
     from vexpress.training.memory import STRATEGIES, estimate_training_memory, min_gpus, parameter_counts
-    from vexpress.training.stages import KNOWN_GROUPS  # noqa: F401  (keeps the group names in sync)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", choices=sorted(OFFICIAL), action="append", help="stage(s); default: all three")
