@@ -5,25 +5,17 @@ from __future__ import annotations
 import av
 import pytest
 
+from tests.helpers.cli import run_task
+
 from tests.kps.test_extract import _cartoon_video
 from vexpress.errors import InputError
 from vexpress.kps.extract import check_output_names, extract_kps, extract_kps_and_audio
 
 
 def _run_cli(capsys, **overrides) -> tuple[int, str]:
-    from hydra import compose, initialize_config_dir
-
-    from vexpress.cli._common import config_path
     from vexpress.cli.extract_kps import run
 
-    with initialize_config_dir(config_dir=config_path(), version_base="1.3"):
-        cfg = compose("extract_kps", overrides=[f"{k}={v}" for k, v in overrides.items()])
-    code = 0
-    try:
-        run(cfg)
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
+    return run_task(capsys, "extract_kps", run, [f"{k}={v}" for k, v in overrides.items()])
 
 
 def _half_truncated(tmp_path):

@@ -6,24 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.cli import run_task
+
 SMALL = ["synthetic.num_identities=2", "synthetic.heldout_identities=1", "synthetic.clips_per_identity=1",
          "synthetic.seconds=1.0", "synthetic.size=32", "workers=1"]
 
 
 def _run_cli(capsys, tmp_path, *overrides) -> tuple[int, str]:
-    from hydra import compose, initialize_config_dir
-
-    from vexpress.cli._common import config_path
     from vexpress.cli.synth import run
 
-    with initialize_config_dir(config_dir=config_path(), version_base="1.3"):
-        cfg = compose("synth", overrides=[*SMALL, f"cache_dir={tmp_path / 'cache'}", *overrides])
-    code = 0
-    try:
-        run(cfg)
-    except SystemExit as stop:
-        code = stop.code
-    return code, capsys.readouterr().err
+    return run_task(capsys, "synth", run, [*SMALL, f"cache_dir={tmp_path / 'cache'}", *overrides])
 
 
 def _one_line(code, err):
