@@ -47,8 +47,8 @@ def test_chunked_inference_equals_unchunked(monkeypatch):
     calls = []
     real = attention.inference_chunk
 
-    def spy(rows, per_row):
-        step = real(rows, per_row)
+    def spy(rows, per_row, device=None):
+        step = real(rows, per_row, device)
         calls.append(step)
         return step
 
@@ -69,3 +69,14 @@ def test_training_does_not_chunk(monkeypatch):
     with torch.no_grad():
         assert attention.inference_chunk(1000, 1000) == 1  # one row per chunk at this threshold
         assert attention.inference_chunk(2, 10) is None  # small enough: at once
+
+
+def test_cuda_does_not_chunk_unless_asked(monkeypatch):
+    """The CUDA figures (docs/gpu.md) were measured unchunked; chunking there is opt-in."""
+    monkeypatch.setattr(attention, "INFERENCE_CHUNK_ELEMENTS", 256)
+    cuda = torch.device("cuda")
+    with torch.no_grad():
+        assert attention.inference_chunk(1000, 1000, cuda) is None
+        assert attention.inference_chunk(1000, 1000, torch.device("cpu")) == 1
+        monkeypatch.setattr(attention, "INFERENCE_CHUNK_ELEMENTS_CUDA", 2000)
+        assert attention.inference_chunk(1000, 1000, cuda) == 2

@@ -25,14 +25,21 @@ from torch import nn
 #: Intermediate elements above which inference (no autograd) splits a layer's rows into chunks (64 MB in fp32);
 #: the environment variable ``VEXPRESS_INFERENCE_CHUNK_ELEMENTS`` overrides it (e.g. to test the chunked path).
 INFERENCE_CHUNK_ELEMENTS = int(os.environ.get("VEXPRESS_INFERENCE_CHUNK_ELEMENTS", 1 << 24))
+#: The same limit on CUDA; 0 (default) runs every layer at once there. The GPU figures in docs/gpu.md (3.2 frames/s,
+#: 9.5 GB at 512x512 in bf16, flat in the audio length) were measured without chunking; its effect on CUDA speed
+#: has not been measured, so it is opt-in there (``VEXPRESS_INFERENCE_CHUNK_ELEMENTS_CUDA``).
+INFERENCE_CHUNK_ELEMENTS_CUDA = int(os.environ.get("VEXPRESS_INFERENCE_CHUNK_ELEMENTS_CUDA", 0))
 
 
-def inference_chunk(rows: int, elements_per_row: int) -> int | None:
+def inference_chunk(rows: int, elements_per_row: int, device: torch.device | None = None) -> int | None:
     """Rows per chunk when ``rows`` rows of ``elements_per_row`` intermediate elements each should be split (no
-    autograd and above :data:`INFERENCE_CHUNK_ELEMENTS`); None to run them at once."""
-    if torch.is_grad_enabled() or rows * elements_per_row <= INFERENCE_CHUNK_ELEMENTS or rows <= 1:
+    autograd and above the limit for ``device``); None to run them at once."""
+    limit = INFERENCE_CHUNK_ELEMENTS
+    if device is not None and device.type == "cuda":
+        limit = INFERENCE_CHUNK_ELEMENTS_CUDA
+    if limit <= 0 or torch.is_grad_enabled() or rows * elements_per_row <= limit or rows <= 1:
         return None
-    return max(1, INFERENCE_CHUNK_ELEMENTS // max(1, elements_per_row))
+    return max(1, limit // max(1, elements_per_row))
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -85,7 +92,7 @@ class Attention(nn.Module):
         n, length, _ = hidden_states.shape
         inner = self.to_q.out_features
         # q, k, v, attention output, merged heads, projected output: ~6 tensors of (L, inner) per row
-        step = inference_chunk(n, 6 * length * inner)
+        step = inference_chunk(n, 6 * length * inner, hidden_states.device)
         if step is None or (context is not None and context.shape[0] != n):
             return self._forward(hidden_states, context)
         out = hidden_states.new_empty(n, length, self.to_out[0].out_features)
@@ -125,7 +132,7 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inner = self.net[2].in_features
         rows = x.numel() // x.shape[-1]
-        step = inference_chunk(rows, 4 * inner)  # GEGLU projection (2 inner), GELU output, product
+        step = inference_chunk(rows, 4 * inner, x.device)  # GEGLU projection (2 inner), GELU output, product
         if step is None:
             return self._forward(x)
         flat = x.reshape(rows, x.shape[-1])

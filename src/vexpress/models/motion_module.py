@@ -61,7 +61,7 @@ class TemporalAttention(Attention):
         frames = hidden_states.view(b, video_length, d, c)
         # inference: spatial positions are independent sequences, so take them a chunk at a time (input copy, pos
         # encoding, q, k, v, attention output, merged heads, projection: ~8 (f, c) tensors per position)
-        step = inference_chunk(b * d, 8 * video_length * c)
+        step = inference_chunk(b * d, 8 * video_length * c, hidden_states.device)
         if step is None:
             # (b f) d c -> (b d) f c
             x = frames.transpose(1, 2).reshape(b * d, video_length, c)

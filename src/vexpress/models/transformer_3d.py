@@ -62,7 +62,7 @@ class TemporalBasicTransformerBlock(nn.Module):
         nq, lq = queries.shape[:2]
         # inference: queries are independent given the shared keys/values, so take the (frames x tokens) query axis
         # a chunk at a time (q, attention output, merged heads, projection: ~4 tensors of (rows, C) per token)
-        step = inference_chunk(lq, 4 * nq * attn.to_q.out_features)
+        step = inference_chunk(lq, 4 * nq * attn.to_q.out_features, queries.device)
         if step is None:
             q = split_heads(attn.to_q(queries), attn.heads)
             out = attn.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))))
