@@ -35,11 +35,8 @@ def cache(tmp_path_factory):
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, cache):
     """Stop after step 2 (a checkpoint is written there), resume from last.ckpt: the weights after step 4 are
     bit-identical to a run that was never interrupted (data order, dropout masks, noise, optimizer state)."""
-    full = ch.run(ch.overrides(tmp_path / "full", STAGE, cache))
+    full, killed_dir, first = ch.full_and_stopped_runs(tmp_path, STAGE, cache)
     assert full[0]["global_step"] == 4
-    killed_dir = tmp_path / "killed"
-    stop = ["+callbacks.stop._target_=tests.training.cli_helpers.StopAt", "+callbacks.stop.step=2"]
-    first = ch.run(ch.overrides(killed_dir, STAGE + stop, cache))
     assert first[0]["global_step"] == 2 and first[0]["export"] is None
     ckpt = killed_dir / "stages" / "0_joint" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()

@@ -46,6 +46,16 @@ def run(ov: Sequence[str]):
                                                                   + [f"stage={n}"]))
 
 
+def full_and_stopped_runs(tmp: Path, stage: Sequence[str], cache: Path | None, stop_step: int = 2):
+    """An uninterrupted run (``tmp/full``) and the same run stopped after ``stop_step`` (``tmp/killed``), for the
+    kill-and-resume tests; returns (full results, killed run folder, stopped results)."""
+    full = run(overrides(tmp / "full", stage, cache))
+    killed = tmp / "killed"
+    stop = ["+callbacks.stop._target_=tests.training.cli_helpers.StopAt", f"+callbacks.stop.step={stop_step}"]
+    first = run(overrides(killed, [*stage, *stop], cache))
+    return full, killed, first
+
+
 class StopAt(pl.Callback):
     """Stops the fit after ``step`` optimisation steps, like a killed job (its last checkpoint stays)."""
 

@@ -205,11 +205,8 @@ def test_stage_config_trains_and_exports_a_strictly_loadable_student(tmp_path, c
 def test_killed_and_resumed_distillation_equals_uninterrupted(tmp_path, cache):
     """Stop after step 2, resume from last.ckpt: the student after step 4 is bit-identical to an uninterrupted run
     (EMA target, random stream, data order and optimizer state all restored)."""
-    full = ch.run(ch.overrides(tmp_path / "full", STAGE, cache))
+    full, killed, first = ch.full_and_stopped_runs(tmp_path, STAGE, cache)
     assert full[0]["global_step"] == 4
-    killed = tmp_path / "killed"
-    stop = ["+callbacks.stop._target_=tests.training.cli_helpers.StopAt", "+callbacks.stop.step=2"]
-    first = ch.run(ch.overrides(killed, STAGE + stop, cache))
     assert first[0]["global_step"] == 2 and first[0]["export"] is None
     ckpt = killed / "stages" / "0_distill" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
