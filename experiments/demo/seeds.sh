@@ -16,4 +16,4 @@ for s in "${seeds[@]}"; do
       sample_video.enabled=false "$@"
   reports+=("${OUT}/seed_${s}/report.json")
 done
-exec "${ROOT}/.venv/bin/python" -m vexpress.training.demo_seeds "${reports[@]}" --out "${OUT}"
+exec "${ROOT}/.venv/bin/python" -m vexpress.demo.seeds "${reports[@]}" --out "${OUT}"

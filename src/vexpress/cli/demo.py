@@ -40,7 +40,7 @@ def _log_to_file(path: Path) -> None:
 
 @user_errors
 def task(cfg) -> None:
-    from vexpress.training.demo import run_demo
+    from vexpress.demo.run import run_demo
 
     out = check_folders(cfg)
     _log_to_file(out / LOG_FILE)

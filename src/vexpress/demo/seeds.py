@@ -6,7 +6,7 @@ several runs and writes, per run and metric, the mean and standard deviation ove
 audio goal, and the recipe-minus-ablation mouth differences seed by seed::
 
     experiments/demo/seeds.sh 7 8 9                      # runs the demos, then this
-    python -m vexpress.training.demo_seeds OUT/seed_7/report.json OUT/seed_8/report.json --out OUT
+    python -m vexpress.demo.seeds OUT/seed_7/report.json OUT/seed_8/report.json --out OUT
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def test_unwritable_output_dir_is_a_one_line_error_before_any_work(target, tmp_p
 
 
 def test_protocol_counts_come_from_the_scored_data():
-    from vexpress.training.demo import _protocol_sentence, scored_protocol
+    from vexpress.demo.report import _protocol_sentence, scored_protocol
 
     evals = {"recipe": {"clips": 2, "frames": 4, "per_clip": {"c1": {}, "c0": {}}},
              "joint_only": {"clips": 2, "frames": 4, "per_clip": {"c0": {}, "c1": {}}}}

@@ -1,4 +1,4 @@
-"""Summarising several demo runs over training seeds (vexpress.training.demo_seeds)."""
+"""Summarising several demo runs over training seeds (vexpress.demo.seeds)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from vexpress.training.demo import goals, paired_table
-from vexpress.training.demo_seeds import aggregate, main
+from vexpress.demo.report import goals, paired_table
+from vexpress.demo.seeds import aggregate, main
 
 
 def _report(seed: int, recipe_mouth: list[float], ablation_mouth: list[float], ratio: float) -> dict:

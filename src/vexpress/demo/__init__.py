@@ -1,0 +1,9 @@
+"""``make demo`` (``vexpress-demo``): the embedded default end to end on a CPU, an application over the library.
+
+- :mod:`vexpress.demo.run`: the orchestration (:func:`~vexpress.demo.run.run_demo` and its phases);
+- :mod:`vexpress.demo.evaluate`: generating and scoring the held-out clips with a stage export, the sample video;
+- :mod:`vexpress.demo.report`: the goals, the paired recipe-minus-ablation tables, the plot and ``report.{md,json}``;
+- :mod:`vexpress.demo.seeds`: several demo reports (one per training seed) summarised in one table.
+
+Nothing in :mod:`vexpress.training` imports this package.
+"""

@@ -1,0 +1,145 @@
+"""The demo's evaluation: generate the held-out clips with a stage export and score them (``vexpress.evaluation``).
+
+Every run generates the same held-out clips with their own audio and with another clip's audio (the shuffled-audio
+control), measured against the synthetic ground truth; the VAE reconstruction of the ground truth gives the floor a
+latent model can reach. ``sample_video`` renders ground truth | runs side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from vexpress.audio.encoders import build_audio_encoder
+from vexpress.data.video import write_video
+from vexpress.demo.phases import progress_bar
+from vexpress.evaluation.synthetic import SyntheticItem, evaluate_synthetic, mouth_control_summary
+from vexpress.pipelines import VExpressPipeline
+
+
+def _pipeline(export_dir: Path, ecfg: Any):
+    return VExpressPipeline.from_export(export_dir, audio_encoder=build_audio_encoder(
+        dict(ecfg.audio_encoder) if ecfg.get("audio_encoder") else None), sampler=str(ecfg.sampler), device="cpu",
+        dtype="fp32")
+
+
+def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ecfg: Any) -> np.ndarray:
+    """Self-reconstruction of the first ``num_frames`` frames of ``record`` driven by ``audio_record``'s audio."""
+    fps = float(record.fps)
+    n = min(int(num_frames), int(record.num_frames))
+    samples = int(round(n / fps * 16000))
+    wave = audio_record.audio[:samples].numpy().astype(np.float32)
+    if wave.shape[0] < samples:
+        wave = np.pad(wave, (0, samples - wave.shape[0]))
+    kps = record.kps.numpy()[:n]
+    reference = record.frames([0])[0]
+    out = pipe(reference, (wave, 16000), kps=kps, reference_kps=kps[0], retarget="no_retarget",
+               height=int(record.height), width=int(record.width), fps=fps, crop="none",
+               num_inference_steps=int(ecfg.num_inference_steps), guidance_scale=float(ecfg.guidance_scale),
+               audio_guidance_scale=None if ecfg.audio_guidance_scale is None else float(ecfg.audio_guidance_scale),
+               reference_attention_weight=float(ecfg.reference_attention_weight),
+               audio_attention_weight=float(ecfg.audio_attention_weight), median_filter=bool(ecfg.median_filter),
+               seed=int(ecfg.seed), return_frames=True, progress=False)
+    return out.frames.numpy()
+
+
+def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffled: Mapping[str, Any], ecfg: Any,
+                    out_dir: Path, include_gt: bool) -> dict[str, Any]:
+    pipe = _pipeline(export_dir, ecfg)
+    items = []
+    bar = progress_bar(2 * len(records), f"generate {label}")
+    try:
+        for rec in records:
+            for src in (rec, shuffled[rec.id]):
+                frames = generate_clip(pipe, rec, src, int(ecfg.frames), ecfg)
+                items.append(SyntheticItem(rec, frames=frames, fps=float(rec.fps),
+                                           audio_record=None if src is rec else src))
+                bar.update(1)
+    finally:
+        bar.close()
+    res = evaluate_synthetic(items, run_name=label, output_dir=None, include_gt=include_gt,
+                             fit_pose=bool(ecfg.fit_pose), frame_stride=int(ecfg.frame_stride))
+    res.write(out_dir)
+    control = mouth_control_summary(res)
+    row = res.summary.get(label, {})
+    srow = res.summary.get(f"{label} [shuffled audio]", {})
+    out = {
+        "mouth_err_correct": control["mouth_err_correct"], "mouth_err_shuffled": control["mouth_err_shuffled"],
+        "ratio": control["ratio"], "mouth_corr": row.get("mouth_corr"),
+        "mouth_corr_shuffled": srow.get("mouth_corr"), "identity_err": row.get("identity_err"),
+        "pose_err": row.get("pose_err"),
+    }
+    out["per_clip"] = per_clip_errors(out_dir / "per_clip.csv")
+    # what was scored (not what the config asked for): clips with a model row, frames generated per clip
+    out["clips"] = len(out["per_clip"])
+    frame_counts = sorted({int(it.frames.shape[0]) for it in items})
+    out["frames"] = frame_counts[0] if len(frame_counts) == 1 else frame_counts
+    if include_gt:
+        out["ground_truth"] = {k: v for k, v in res.summary.get("ground truth", {}).items()}
+    return out
+
+
+def per_clip_errors(csv_path: Path) -> dict[str, dict[str, float]]:
+    """clip id -> its errors (the model rows of an evaluation's ``per_clip.csv``), for paired comparisons."""
+    out: dict[str, dict[str, float]] = {}
+    with open(csv_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("role") != "model":
+                continue
+            d = out.setdefault(row["clip_id"], {})
+            if row.get("condition") == "shuffled":
+                d["mouth_err_shuffled"] = float(row["mouth_err"])
+            else:
+                d.update(mouth_err_correct=float(row["mouth_err"]), identity_err=float(row["identity_err"]),
+                         pose_err=float(row["pose_err"]))
+    return out
+
+
+@torch.no_grad()
+def evaluate_vae_floor(vae: Any, records: Sequence[Any], ecfg: Any) -> dict[str, Any]:
+    """The same measurement on VAE reconstructions of the ground-truth frames: the best a latent model can score."""
+    items = []
+    for rec in records:
+        frames = rec.frames(range(min(int(ecfg.frames), int(rec.num_frames))))  # only the evaluated frames
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        out = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        items.append(SyntheticItem(rec, frames=out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy(),
+                                   fps=float(rec.fps)))
+    res = evaluate_synthetic(items, run_name="vae", include_gt=False, fit_pose=bool(ecfg.fit_pose),
+                             frame_stride=int(ecfg.frame_stride))
+    return {k: v for k, v in res.summary.get("vae", {}).items()}
+
+
+def evaluation_targets(cfg: Any, results: Mapping[str, list]) -> list[tuple[str, Path]]:
+    """(label, export) pairs: every run's final export, plus the earlier stages of the runs in ``eval.stages_of``."""
+    out = []
+    for run, stages in results.items():
+        stage_list = list(stages)
+        if run in list(cfg.eval.get("stages_of") or []):
+            for r in stage_list[:-1]:
+                out.append((f"{run}/{r['index']}_{r['stage']}", Path(r["stage_dir"]) / "export"))
+        last = stage_list[-1]
+        out.append((run, Path(last["stage_dir"]) / "export"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sample video
+# ---------------------------------------------------------------------------------------------------------------
+def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], out: Path) -> Path:
+    scfg = cfg.sample_video
+    rec = records[int(scfg.clip_index) % len(records)]
+    n = min(int(round(float(scfg.seconds) * float(rec.fps))), rec.num_frames)
+    panels = [rec.frames(range(n))]
+    for run in scfg.runs:
+        export = Path(results[run][-1]["stage_dir"]) / "export"
+        panels.append(generate_clip(_pipeline(export, cfg.eval), rec, rec, n, cfg.eval)[:n])
+    frames = np.concatenate(panels, axis=2)
+    wave = rec.audio[: int(round(n / float(rec.fps) * 16000))].numpy()
+    path = out / "sample.mp4"
+    write_video(path, frames, float(rec.fps), audio=wave, audio_rate=16000, crf=14)
+    return path

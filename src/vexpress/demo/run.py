@@ -1,0 +1,275 @@
+"""``make demo``: the embedded default end to end on a CPU (orchestration behind ``vexpress-demo``).
+
+Phases (each timed, with progress bars), everything cached so a re-run only redoes what changed:
+
+1. ``data``: the synthetic talking-face benchmark (``vexpress.synthetic``, cached by config hash);
+2. ``vae``: a tiny real ``AutoencoderKL`` fitted on the training frames (cached, :mod:`vexpress.training.vae`);
+3. ``latents``: a latent cache of every clip (``vexpress.data.cache``), so training reads tensors;
+4. ``train``: the demo experiments (``conf/experiment/demo_*.yaml``) through the same curriculum loop as
+   ``vexpress-train``; a stage whose effective config equals an already trained one (the image stage of the recipe
+   and of the progressive ablation) is trained once and reused;
+5. ``probe``: condition influence of every stage export on a fixed held-out batch;
+6. ``evaluate``: every run (and the recipe's earlier stages) generates the held-out clips with their own audio and
+   with another clip's audio, measured against the synthetic ground truth (:mod:`vexpress.demo.evaluate`);
+7. ``sample_video``: ground truth | recipe, side by side, with the audio;
+8. ``report``: ``report.md``, ``report.json``, ``report.png`` (:mod:`vexpress.demo.report`).
+
+Nothing here tunes the evaluation: the protocol is fixed in ``conf/demo.yaml`` and identical for every run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_targets, sample_video
+from vexpress.demo.phases import Phases, progress_bar
+from vexpress.demo.report import goals, paired_table, scored_protocol, write_plot, write_report
+from vexpress.utils.io import write_json
+
+log = logging.getLogger("vexpress.demo")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------------------------------
+def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
+    """``vexpress-train`` overrides of one demo run (its experiment + the demo's folders)."""
+    out = Path(cfg.output_dir)
+    return [f"experiment={cfg.runs[run]}", f"paths.output_dir={out / 'runs' / run}",
+            f"paths.root_dir={cfg.paths.root_dir}", f"paths.cache_dir={cfg.paths.cache_dir}",
+            *list(cfg.get("train_overrides") or []), *extra]
+
+
+def compose_train(overrides: Sequence[str]):
+    from hydra import compose
+
+    return compose(config_name="train", overrides=list(overrides))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# phases
+# ---------------------------------------------------------------------------------------------------------------
+def ensure_data(data_cfg: Any) -> Path:
+    from vexpress.synthetic import ensure_synthetic_dataset
+
+    bar = progress_bar(0, "synthetic clips")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return ensure_synthetic_dataset(OmegaConf.to_container(data_cfg.synthetic, resolve=True),
+                                        cache_dir=data_cfg.cache_dir, workers=int(data_cfg.workers_for_synthesis),
+                                        progress=progress)
+    finally:
+        bar.close()
+
+
+def load_frames(records: Sequence[Any]) -> torch.Tensor:
+    """Every frame of ``records`` as (N, 3, H, W) in [-1, 1]."""
+    from vexpress.data.video import read_all_frames
+
+    frames = np.concatenate([read_all_frames(r.video)[: r.num_frames] for r in records])
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def mouth_masks(records: Sequence[Any], scale: float = 1.5) -> torch.Tensor:
+    """(N, 1, H, W) boxes around each frame's lip landmarks (scaled ``scale`` x), in frame order of
+    :func:`load_frames`."""
+    from vexpress.data.talking_face import box_mask, lip_boxes
+
+    masks = []
+    for r in records:
+        boxes = lip_boxes(r.mouth.numpy()[: r.num_frames], scale)
+        masks.append(np.stack([box_mask(b, int(r.height), int(r.width)) for b in boxes]))
+    return torch.from_numpy(np.concatenate(masks))[:, None]
+
+
+def ensure_vae(cfg: Any, root: Path, train_records: Sequence[Any], latent_downscale: int):
+    from vexpress.training.vae import load_or_fit_tiny_vae
+
+    vcfg = dict(cfg.vae)
+    bar = progress_bar(int(vcfg["steps"]), "fit tiny VAE")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    try:
+        return load_or_fit_tiny_vae(Path(cfg.paths.cache_dir) / "tiny_vae", lambda: load_frames(train_records),
+                                    data_id=root.name, latent_downscale=latent_downscale, progress=progress,
+                                    weights_fn=lambda: mouth_masks(train_records), **vcfg)
+    finally:
+        bar.close()
+
+
+def ensure_latents(cfg: Any, root: Path, records: Sequence[Any], vae: Any, vae_info: Mapping[str, Any],
+                   image_size: int, crop: str):
+    from vexpress.data.cache import INDEX, LatentCache, build_latent_cache
+
+    key = f"{root.name}-{vae_info.get('key', 'vae')}-{image_size}-{crop}-{int(bool(cfg.latent_cache.flip))}"
+    path = Path(cfg.paths.cache_dir) / "latents" / key
+    if (path / INDEX).is_file():
+        return LatentCache(path)
+    tmp = path.with_name(f".{path.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_latent_cache(records, vae, tmp, image_size=image_size, crop=crop, flip=bool(cfg.latent_cache.flip),
+                       scaling_factor=float(vae.config.scaling_factor), batch_size=int(cfg.latent_cache.batch_size))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return LatentCache(path)
+
+
+def train_runs(cfg: Any, latent_dir: Path, phases: Phases) -> dict[str, list[dict]]:
+    """Train every demo run; identical stages (same stage key) are trained once and copied."""
+    from vexpress.cli.train import run_curriculum, stage_config
+    from hydra.utils import instantiate
+
+    results: dict[str, list[dict]] = {}
+    trained: dict[str, Path] = {}  # stage key -> a finished stage folder
+    for run in cfg.runs:
+        overrides = train_overrides(cfg, run, [f"data.latent_cache={latent_dir}"])
+        tcfg = compose_train(overrides)
+        curriculum = instantiate(tcfg.curriculum, _convert_="all")
+        root = Path(tcfg.paths.output_dir)
+        if cfg.get("share_identical_stages", True):
+            # reuse finished stages of earlier runs with the same key (their inputs are identical by construction)
+            for index in range(len(curriculum.stages)):
+                try:
+                    scfg = stage_config(tcfg, curriculum, index, overrides, lambda o, n: compose_train(
+                        [x for x in o if not x.startswith("stage=")] + [f"stage={n}"]))
+                except Exception:  # noqa: BLE001 - the previous stage is not done yet: stop looking
+                    break
+                src = trained.get(scfg.stage_key)
+                dst = curriculum.stage_dir(root, index)
+                if src is not None and not (dst / "export" / "DONE").is_file():
+                    shutil.rmtree(dst, ignore_errors=True)
+                    shutil.copytree(src, dst)
+                    print(f"[demo] {run}: stage {index} ({curriculum.stages[index]}) is identical to a trained one; "
+                          f"reused {src}", flush=True)
+                if not (dst / "export" / "DONE").is_file():
+                    break
+        t = time.perf_counter()
+        res = run_curriculum(tcfg, overrides, lambda o, n: compose_train(
+            [x for x in o if not x.startswith("stage=")] + [f"stage={n}"]))
+        phases.seconds[f"train/{run}"] = time.perf_counter() - t
+        for r, name in zip(res, curriculum.stages):
+            r["stage_dir"] = str(curriculum.stage_dir(root, r["index"]))
+            if r.get("stage_key"):
+                trained.setdefault(r["stage_key"], Path(r["stage_dir"]))
+            r.pop("trainer", None)
+            r.pop("model", None)
+        results[run] = res
+    return results
+
+
+def probe_batch(tcfg: Any, latent_dir: Path, clips: int, frames: int) -> dict:
+    """A fixed held-out batch (posterior means, no flip) for the influence probe."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(tcfg.data, num_frames=frames, batch_size=clips, latent_cache=str(latent_dir),
+                     sample_latents=False, num_workers=0, persistent_workers=False)
+    dm.setup("validate")
+    ds = dm.val_dataset if dm.val_dataset is not None else dm.train_dataset
+    return torch.utils.data.default_collate([ds[i] for i in range(min(clips, len(ds)))])
+
+
+def probe_exports(cfg: Any, tcfg: Any, latent_dir: Path, results: Mapping[str, list]) -> dict[str, list[dict]]:
+    from hydra.utils import instantiate
+
+    from vexpress.models.weights import load_export
+    from vexpress.training.noise import DiffusionTargets
+    from vexpress.training.probe import influence_on_batch
+
+    batch = probe_batch(tcfg, latent_dir, int(cfg.probe.clips), int(cfg.probe.frames))
+    targets = DiffusionTargets(instantiate(tcfg.noise_scheduler))
+    out: dict[str, list[dict]] = {}
+    for run, stages in results.items():
+        rows = []
+        for r in stages:
+            net = load_export(Path(r["stage_dir"]) / "export", load_vae=False).net
+            vals = influence_on_batch(net, targets, batch["target_latents"], ref_latents=batch["reference_latents"],
+                                      audio_windows=batch["audio_windows"], kps_images=batch["kps_images"],
+                                      lip_masks=batch["lip_masks"], timesteps=list(cfg.probe.timesteps),
+                                      seed=int(cfg.probe.seed))
+            rows.append({"stage": r["stage"], "index": r["index"], **vals})
+        out[run] = rows
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def run_demo(cfg: Any) -> dict[str, Any]:
+    from vexpress.data.records import load_manifest
+    from vexpress.evaluation import shuffled_audio_sources
+
+    torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    phases = Phases()
+    first_run = next(iter(cfg.runs))
+    tcfg = compose_train(train_overrides(cfg, first_run))
+
+    with phases("data"):
+        root = ensure_data(tcfg.data)
+        train_records = load_manifest(root, split=tcfg.data.train_split)
+        held = load_manifest(root, split=tcfg.data.val_split)
+        all_records = load_manifest(root)
+    with phases("vae"):
+        vae, vae_info = ensure_vae(cfg, root, train_records, int(tcfg.data.latent_downscale))
+    with phases("latents"):
+        cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
+    with phases("train"):
+        results = train_runs(cfg, cache.path, phases)
+    with phases("probe"):
+        probes = probe_exports(cfg, tcfg, cache.path, results)
+    evals: dict[str, Any] = {}
+    with phases("evaluate"):
+        first = int(cfg.eval.get("first_clip", 0)) % max(1, len(held))
+        records = (held[first:] + held[:first])[: int(cfg.eval.clips)]
+        if len(records) < int(cfg.eval.clips):
+            log.warning("eval.clips=%d but the held-out split has %d clips: evaluating %d", int(cfg.eval.clips),
+                        len(held), len(records))
+        shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
+        for i, (label, export) in enumerate(evaluation_targets(cfg, results)):
+            t = time.perf_counter()
+            evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval,
+                                           out / "eval" / label.replace("/", "_"), include_gt=i == 0)
+            phases.seconds[f"evaluate/{label}"] = time.perf_counter() - t
+        vae_floor = evaluate_vae_floor(vae, records, cfg.eval)
+    video = None
+    if cfg.sample_video.get("enabled", True):
+        with phases("sample_video"):
+            video = sample_video(cfg, results, held, out)
+    g = goals(evals, cfg)
+    report = {
+        "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),
+        "seconds": {**phases.seconds, "total": phases.total},
+        "data": {"root": str(root), "train_clips": len(train_records), "heldout_clips": len(held)},
+        "vae": {k: v for k, v in vae_info.items() if k != "key"},
+        "train": {run: [{k: v for k, v in r.items() if k in ("stage", "index", "global_step", "skipped",
+                                                              "stage_key", "stage_dir", "probe", "metrics")}
+                        for r in rs] for run, rs in results.items()},
+        "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals), "vae_floor": vae_floor,
+        "protocol": scored_protocol(OmegaConf.to_container(cfg.eval, resolve=True), evals),
+        "experiments": {run: exp for run, exp in cfg.runs.items()},
+        "sample_video": str(video) if video else None,
+        "sample_video_runs": list(cfg.sample_video.runs),
+    }
+    with phases("report"):
+        write_plot(out / "report.png", evals, probes, vae_floor)
+        write_report(out, {**report, "seconds": {**phases.seconds, "total": phases.total}})
+    report["seconds"] = {**phases.seconds, "total": phases.total}
+    write_json(out / "report.json", report)
+    return report
+
