@@ -55,7 +55,7 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_stages_instantiate(experiment, tmp_path):
     """The curriculum, each stage spec and the dropout rates of every experiment are valid objects."""
-    from vexpress.cli.train import check_stage_names, compose_stage_config
+    from vexpress.training.runner import check_stage_names, compose_stage_config
     from vexpress.training.dropout import DropSchedule
 
     ov = ch.overrides(tmp_path, [f"experiment={experiment}"])

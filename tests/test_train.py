@@ -202,7 +202,7 @@ def test_rerun_of_a_finished_run_keeps_its_summary(tmp_path, cache, monkeypatch,
 
 
 def test_summary_of_a_partly_finished_rerun_keeps_the_finished_stages_records():
-    from vexpress.cli.train import merge_summary
+    from vexpress.training.runner import merge_summary
 
     previous = [{"stage": "image", "index": 0, "global_step": 5, "stage_key": "a", "export": "e0"}]
     results = [{"stage": "image", "index": 0, "skipped": True, "stage_key": "a", "export": "e0"},

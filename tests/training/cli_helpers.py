@@ -38,12 +38,10 @@ def run(ov: Sequence[str]):
     """Compose ``train.yaml`` with ``ov`` and run the curriculum (as ``vexpress-train`` does)."""
     from hydra import initialize_config_dir
 
-    from vexpress.cli.train import run_curriculum
+    from vexpress.training.runner import CurriculumRunner
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(ov)
-        return run_curriculum(cfg, list(ov), lambda o, n: compose([x for x in o if not x.startswith("stage=")]
-                                                                  + [f"stage={n}"]))
+        return CurriculumRunner(compose(ov), list(ov)).run()
 
 
 def full_and_stopped_runs(tmp: Path, stage: Sequence[str], cache: Path | None, stop_step: int = 2):

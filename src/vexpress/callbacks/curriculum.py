@@ -1,7 +1,7 @@
 """``CurriculumScheduler``: puts the model into its stage and guards the stage's invariants (house style §4.6).
 
-One ``trainer.fit`` runs one stage; ``vexpress.cli.train`` loops over the curriculum and builds a fresh Trainer per
-stage. This callback, per fit:
+One ``trainer.fit`` runs one stage; :class:`vexpress.training.runner.CurriculumRunner` loops over the curriculum and
+builds a fresh Trainer per stage. This callback, per fit:
 
 - ``setup``: :func:`~vexpress.training.stages.apply_stage` (initial weights, zero-init, ``requires_grad``,
   checkpointing) -- before the optimizer is built and before DDP wraps the model;

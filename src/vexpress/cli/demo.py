@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vexpress.cli._common import hydra_main, user_errors
+from vexpress.cli._common import hydra_main, tidy_lightning_logging, user_errors
 
 
 LOG_FILE = "demo.log"
@@ -42,6 +42,7 @@ def _log_to_file(path: Path) -> None:
 def task(cfg) -> None:
     from vexpress.demo.run import run_demo
 
+    tidy_lightning_logging()  # after Lightning is imported (by the demo's training), before the first fit
     out = check_folders(cfg)
     _log_to_file(out / LOG_FILE)
     report = run_demo(cfg)

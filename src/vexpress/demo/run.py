@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_targets, sample_video
 from vexpress.demo.phases import Phases, progress_bar
 from vexpress.demo.report import goals, paired_table, scored_protocol, write_plot, write_report
+from vexpress.training.runner import CurriculumRunner
 from vexpress.utils.io import write_json
 
 log = logging.getLogger("vexpress.demo")
@@ -132,45 +133,16 @@ def ensure_latents(cfg: Any, root: Path, records: Sequence[Any], vae: Any, vae_i
 
 
 def train_runs(cfg: Any, latent_dir: Path, phases: Phases) -> dict[str, list[dict]]:
-    """Train every demo run; identical stages (same stage key) are trained once and copied."""
-    from vexpress.cli.train import run_curriculum, stage_config
-    from hydra.utils import instantiate
-
+    """Train every demo run with the training loop of ``vexpress-train``; with ``share_identical_stages`` a stage
+    whose key equals one already trained (in this demo) is trained once and copied."""
     results: dict[str, list[dict]] = {}
-    trained: dict[str, Path] = {}  # stage key -> a finished stage folder
+    shared: dict[str, Path] | None = {} if cfg.get("share_identical_stages", True) else None
     for run in cfg.runs:
         overrides = train_overrides(cfg, run, [f"data.latent_cache={latent_dir}"])
-        tcfg = compose_train(overrides)
-        curriculum = instantiate(tcfg.curriculum, _convert_="all")
-        root = Path(tcfg.paths.output_dir)
-        if cfg.get("share_identical_stages", True):
-            # reuse finished stages of earlier runs with the same key (their inputs are identical by construction)
-            for index in range(len(curriculum.stages)):
-                try:
-                    scfg = stage_config(tcfg, curriculum, index, overrides, lambda o, n: compose_train(
-                        [x for x in o if not x.startswith("stage=")] + [f"stage={n}"]))
-                except Exception:  # noqa: BLE001 - the previous stage is not done yet: stop looking
-                    break
-                src = trained.get(scfg.stage_key)
-                dst = curriculum.stage_dir(root, index)
-                if src is not None and not (dst / "export" / "DONE").is_file():
-                    shutil.rmtree(dst, ignore_errors=True)
-                    shutil.copytree(src, dst)
-                    print(f"[demo] {run}: stage {index} ({curriculum.stages[index]}) is identical to a trained one; "
-                          f"reused {src}", flush=True)
-                if not (dst / "export" / "DONE").is_file():
-                    break
         t = time.perf_counter()
-        res = run_curriculum(tcfg, overrides, lambda o, n: compose_train(
-            [x for x in o if not x.startswith("stage=")] + [f"stage={n}"]))
+        stages = CurriculumRunner(compose_train(overrides), overrides).run(shared=shared)
         phases.seconds[f"train/{run}"] = time.perf_counter() - t
-        for r, name in zip(res, curriculum.stages):
-            r["stage_dir"] = str(curriculum.stage_dir(root, r["index"]))
-            if r.get("stage_key"):
-                trained.setdefault(r["stage_key"], Path(r["stage_dir"]))
-            r.pop("trainer", None)
-            r.pop("model", None)
-        results[run] = res
+        results[run] = [{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages]
     return results
 
 

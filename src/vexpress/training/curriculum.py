@@ -2,7 +2,7 @@
 
 Each stage gets its own ``trainer.fit`` (fresh optimizer, fresh DDP wrap: the trainable set changes between stages),
 and stage N+1 starts from stage N's exported weights. :class:`Curriculum` is pure data plus the folder layout of a
-run; the loop itself lives in ``vexpress.cli.train``.
+run; the loop itself is :class:`vexpress.training.runner.CurriculumRunner`.
 
 Run folder layout (``root`` = the Hydra output dir of the run)::
 
