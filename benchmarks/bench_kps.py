@@ -23,9 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-
 import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # before mediapipe is imported (in the functions below)
 
 # The definition used before (ridge fit of ~20 landmarks per point on the three shared clips); kept here only to
 # print the "before" column.
@@ -69,7 +69,7 @@ def find_clips(roots: list[Path]) -> dict[str, tuple[Path, Path]]:
 
 def load_reference(path: Path) -> np.ndarray:
     if path.name.endswith("_face_info.pt"):
-        from vexpress.data.safe_load import safe_torch_load
+        from vexpress.utils.safe_load import safe_torch_load
 
         info = safe_torch_load(path, "official face info")
         return np.stack([np.asarray(frame[0]["kps"][:3], np.float32) for frame in info])
@@ -79,8 +79,8 @@ def load_reference(path: Path) -> np.ndarray:
 
 
 def cached_mesh(video: Path, cache: Path) -> np.ndarray:
-    from vexpress.kps.calibration import mesh_sequence
-    from vexpress.preprocessing.clips import _interpolate_invalid
+    from vexpress.preprocessing.clips import interpolate_invalid
+    from vexpress.preprocessing.kps_calibration import mesh_sequence
 
     digest = hashlib.sha1(video.read_bytes()).hexdigest()[:16]
     f = cache / f"mesh_video512_{digest}.npy"
@@ -89,7 +89,7 @@ def cached_mesh(video: Path, cache: Path) -> np.ndarray:
     lm, ok = mesh_sequence(video)
     if not ok.any():
         raise SystemExit(f"no face in {video}")
-    lm = _interpolate_invalid(lm, ok)
+    lm = interpolate_invalid(lm, ok)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = f.with_suffix(".tmp.npy")
     np.save(tmp, lm)
@@ -132,7 +132,7 @@ def legacy_fit(meshes: list[np.ndarray], refs: list[np.ndarray], ridge: float = 
 
 
 def legacy_leave_one_out(meshes: dict[str, np.ndarray], refs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from vexpress.kps.calibration import point_errors
+    from vexpress.preprocessing.kps_calibration import point_errors
 
     out = {}
     for n in meshes:
@@ -157,7 +157,7 @@ def best_shift(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
 
 
 def table(title: str, errors: dict[str, np.ndarray]) -> dict:
-    from vexpress.kps.calibration import POINTS, summarize
+    from vexpress.preprocessing.kps_calibration import POINTS, summarize
 
     s = summarize(errors)
     print(f"\n{title}")
@@ -180,10 +180,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
 
-    from vexpress.kps.calibration import (fit_point_models, kps_weight_tables, leave_one_clip_out, point_errors,
-                                          predict_points)
-    from vexpress.kps.extract import smooth_kps
     from vexpress.preprocessing.face import kps_from_landmarks
+    from vexpress.preprocessing.kps_calibration import (
+        fit_point_models,
+        kps_weight_tables,
+        leave_one_clip_out,
+        point_errors,
+        predict_points,
+    )
+    from vexpress.preprocessing.kps_extract import smooth_kps
 
     clips = find_clips(args.roots)
     if not clips:
@@ -197,8 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "the common first frames are compared", file=sys.stderr)
     out: dict = {}
     ours = {n: kps_from_landmarks(m) for n, m in meshes.items()}
-    out["before"] = table("before (legacy ~20-landmark weights), px", {n: point_errors(legacy_points(m), refs[n])
-                                                                      for n, m in meshes.items()})
+    out["before"] = table("before (legacy ~20-landmark weights), px",
+                          {n: point_errors(legacy_points(m), refs[n]) for n, m in meshes.items()})
     out["after"] = table("after (current definitions), px", {n: point_errors(k, refs[n]) for n, k in ours.items()})
     if args.loo and len(clips) > 1:
         out["leave_one_out_before"] = table("leave-one-clip-out of the earlier procedure (~20 landmarks per point, "

@@ -9,9 +9,18 @@ import torch
 from tests.metrics._tiny import TinyImageExtractor, save_tiny_arcface, save_tiny_i3d
 from vexpress.evaluation.media import Video
 from vexpress.evaluation.pairs import pairs_from_records
-from vexpress.evaluation.runner import GT_ROW, evaluate_videos
-from vexpress.evaluation.specs import FIDSpec, FVDSpec, IdentitySpec, KpsDisSpec, LipSyncSpec, LMDSpec, \
-    SyncNetSpec, SyntheticSpec
+from vexpress.evaluation.report import GT_ROW
+from vexpress.evaluation.runner import evaluate_videos
+from vexpress.evaluation.specs import (
+    FIDSpec,
+    FVDSpec,
+    IdentitySpec,
+    KpsDisSpec,
+    LipSyncSpec,
+    LMDSpec,
+    SyncNetSpec,
+    SyntheticSpec,
+)
 from vexpress.metrics.syncnet import SyncNetV2
 
 
@@ -60,8 +69,8 @@ def test_eval_job_end_to_end_with_gt_row_and_resume(synth_records, weights, tmp_
     proto = res.protocol
     assert proto["fvd"]["clip_frames"] == 16 and proto["syncnet"]["fps"] == 25 and proto["fid"]["frames"]
     roles = {w["role"] for w in res.weights}
-    assert {"SyncNet", "FVD I3D", "ArcFace"} <= roles and all(len(w["sha256"]) == 64 and w["size_bytes"] > 0
-                                                   for w in res.weights)
+    assert {"SyncNet", "FVD I3D", "ArcFace"} <= roles
+    assert all(len(w["sha256"]) == 64 and w["size_bytes"] > 0 for w in res.weights)
 
     paths = res.write(out)
     data = json.loads(paths["json"].read_text())

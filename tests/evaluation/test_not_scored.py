@@ -12,7 +12,8 @@ from tests.evaluation.test_cli import _cli
 from vexpress.data.video import write_video
 from vexpress.errors import InputError
 from vexpress.evaluation.pairs import discover_pairs
-from vexpress.evaluation.runner import GT_ROW, evaluate_videos
+from vexpress.evaluation.report import GT_ROW
+from vexpress.evaluation.runner import evaluate_videos
 from vexpress.evaluation.specs import KpsDisSpec, LMDSpec
 
 

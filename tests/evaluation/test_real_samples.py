@@ -3,7 +3,8 @@
 import pytest
 
 from vexpress.evaluation.pairs import ClipPair
-from vexpress.evaluation.runner import GT_ROW, evaluate_videos
+from vexpress.evaluation.report import GT_ROW
+from vexpress.evaluation.runner import evaluate_videos
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ from vexpress.audio import save_wav
 from vexpress.data.video import write_video
 from vexpress.errors import InputError
 from vexpress.evaluation.pairs import discover_pairs
-from vexpress.evaluation.report import comparison_rows, log_wandb, render_markdown, write_comparison
-from vexpress.evaluation.runner import GT_ROW, EvalResults
+from vexpress.evaluation.report import GT_ROW, comparison_rows, log_wandb, render_markdown, write_comparison
+from vexpress.evaluation.runner import EvalResults
 
 
 def _result(name, value, gt_value=1.0):
@@ -21,8 +21,8 @@ def _result(name, value, gt_value=1.0):
         summary={name: {"lse_c": value, "fid": 3.0, "fid_n_real": 10, "fid_n_fake": 10, "clips": 1},
                  GT_ROW: {"lse_c": gt_value, "clips": 1}},
         stats={}, columns={"lse_c": "max", "fid": "min", "fid_n_real": "info", "fid_n_fake": "info"},
-        protocol={"syncnet": {"fps": 25}}, weights=[{"role": "SyncNet", "path": "/w/s.model", "size_bytes": 3,
-                                                      "sha256": "ab" * 32}],
+        protocol={"syncnet": {"fps": 25}},
+        weights=[{"role": "SyncNet", "path": "/w/s.model", "size_bytes": 3, "sha256": "ab" * 32}],
         notes=["a note"], skipped={"fvd": "FVD skipped: no I3D"}, meta={"clips": 1, "generated_videos": 1})
 
 

@@ -26,9 +26,9 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 
+from vexpress.audio.io import SAMPLE_RATE, check_waveform
+from vexpress.audio.whisper import WhisperEncoder
 from vexpress.errors import InputError, ShapeError, WeightsError
-
-SAMPLE_RATE = 16000
 
 
 @runtime_checkable
@@ -39,17 +39,6 @@ class AudioEncoder(Protocol):
 
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:  # (S,) 16 kHz -> (N, D)
         ...
-
-
-def _check_waveform(waveform: torch.Tensor | Any) -> torch.Tensor:
-    wav = torch.as_tensor(waveform)
-    if wav.ndim == 2 and 1 in wav.shape:
-        wav = wav.reshape(-1)
-    if wav.ndim != 1:
-        raise InputError(f"audio waveform must be mono (S,), got shape {tuple(wav.shape)}; average the channels first")
-    if wav.numel() < 400:
-        raise InputError(f"audio is too short ({wav.numel()} samples at 16 kHz); give at least 25 ms of sound")
-    return wav.float()
 
 
 class LogMelEncoder:
@@ -96,7 +85,7 @@ class LogMelEncoder:
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz waveform -> (1 + S // hop, n_mels) float32."""
-        wav = _check_waveform(waveform).cpu()
+        wav = check_waveform(waveform).cpu()
         window = torch.hann_window(self.win, dtype=torch.float32)
         spec = torch.stft(wav, n_fft=self.n_fft, hop_length=self.hop, win_length=self.win, window=window,
                           center=True, pad_mode="constant", return_complex=True)
@@ -173,7 +162,7 @@ class Wav2Vec2Encoder:
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz waveform -> (N, hidden_size) float32, N ~ S / 320."""
-        wav = _check_waveform(waveform)
+        wav = check_waveform(waveform)
         if self.normalize:
             wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
         model = self._load()
@@ -224,8 +213,6 @@ def build_audio_encoder(cfg: Mapping[str, Any] | str | None = None) -> AudioEnco
         if not cfg.get("path"):
             raise WeightsError("the whisper audio encoder needs a local path: set audio_encoder.path=/path/to/"
                                "whisper-small (a folder saved with save_pretrained)")
-        from vexpress.audio.whisper import WhisperEncoder
-
         return _construct(WhisperEncoder, name, cfg)
     raise InputError(f"unknown audio encoder {name!r}; use 'logmel' (weight-free), 'wav2vec2' or 'whisper' (local "
                      "path)")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vexpress.errors import InputError
+from vexpress.utils.io import atomic_path
 
 SAMPLE_RATE = 16000
 
@@ -67,6 +68,19 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
+def check_waveform(waveform: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A mono (S,) float32 waveform (a (1, S) or (S, 1) one is flattened); :class:`InputError` for several channels
+    or less than 25 ms (400 samples at 16 kHz)."""
+    wav = torch.as_tensor(waveform)
+    if wav.ndim == 2 and 1 in wav.shape:
+        wav = wav.reshape(-1)
+    if wav.ndim != 1:
+        raise InputError(f"audio waveform must be mono (S,), got shape {tuple(wav.shape)}; average the channels first")
+    if wav.numel() < 400:
+        raise InputError(f"audio is too short ({wav.numel()} samples at 16 kHz); give at least 25 ms of sound")
+    return wav.float()
+
+
 def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Resample a (..., S) float waveform with torchaudio (no-op when the rates agree)."""
     if int(orig_rate) == int(new_rate):
@@ -97,8 +111,6 @@ def audio_duration(path: str | os.PathLike) -> float:
 
 def save_wav(path: str | os.PathLike, waveform: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Atomically write a mono 16-bit PCM WAV file (readable by every tool, including PyAV)."""
-    from vexpress.utils.io import atomic_path
-
     wav = waveform.detach().cpu().numpy() if isinstance(waveform, torch.Tensor) else np.asarray(waveform)
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2")
@@ -109,6 +121,4 @@ def save_wav(path: str | os.PathLike, waveform: torch.Tensor | np.ndarray, sampl
             fh.setsampwidth(2)
             fh.setframerate(int(sample_rate))
             fh.writeframes(pcm.tobytes())
-    from vexpress.data.files import set_public_mode
-
-    return set_public_mode(path)
+    return path

@@ -38,9 +38,9 @@ from typing import Any, Sequence
 
 import torch
 
+from vexpress.audio.io import SAMPLE_RATE, check_waveform, resample
 from vexpress.errors import InputError, WeightsError
 
-SAMPLE_RATE = 16000
 _LOADED: dict[str, Any] = {}  # the last loaded (encoder, feature extractor), reused by encoders of the same folder
 
 
@@ -220,13 +220,9 @@ class WhisperEncoder:
     @torch.no_grad()
     def encode(self, waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """(S,) mono waveform (16 kHz unless ``sample_rate`` says otherwise) -> (N, dim) float32 at 50 rows/s."""
-        from vexpress.audio.encoders import _check_waveform
-
         if int(sample_rate) != SAMPLE_RATE:
-            from vexpress.audio.io import resample
-
             waveform = resample(torch.as_tensor(waveform).float(), int(sample_rate), SAMPLE_RATE)
-        wav = _check_waveform(waveform).cpu()
+        wav = check_waveform(waveform).cpu()
         self._load()
         hop, window = self.hop, self.window_samples
         total = self.num_rows(wav.numel())

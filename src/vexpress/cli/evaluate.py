@@ -131,8 +131,8 @@ def build_pairs(cfg) -> tuple:
 
 @user_errors
 def run(cfg) -> Dict[str, Any]:
-    from vexpress.evaluation.report import log_wandb, markdown_table
-    from vexpress.evaluation.runner import GT_ROW, evaluate_videos
+    from vexpress.evaluation.report import GT_ROW, log_wandb, markdown_table
+    from vexpress.evaluation.runner import evaluate_videos
     from vexpress.utils.io import check_writable
 
     output_dir = Path(str(cfg.output_dir))

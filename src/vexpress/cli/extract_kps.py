@@ -12,7 +12,7 @@ from vexpress.cli._common import hydra_main, user_errors
 
 @user_errors
 def run(cfg) -> tuple[Path, Path | None]:
-    from vexpress.kps.extract import check_output_names, extract_kps_and_audio
+    from vexpress.preprocessing.kps_extract import check_output_names, extract_kps_and_audio
     from vexpress.utils.io import check_writable, removing_empty_new_folders
 
     output = Path(str(cfg.output)).expanduser()

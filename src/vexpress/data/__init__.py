@@ -6,7 +6,6 @@
     vexpress.data.datamodule  TalkingFaceDataModule (conf/data/*.yaml)
     vexpress.data.batch       the batch keys (VideoBatch, check_batch)
     vexpress.data.cache       build_latent_cache / LatentCache (memory-mapped VAE latents + audio features)
-    vexpress.data.safe_load   safe_torch_load: official pickles without arbitrary unpickling
 
 Nothing heavy is imported here; import the submodules you need.
 """

@@ -24,7 +24,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from vexpress.audio.windows import audio_windows
+from vexpress.data.video import read_all_frames
 from vexpress.errors import InputError
+from vexpress.kps.draw import flip_kps_image_channels
 from vexpress.kps.render import draw_kps_images
 
 
@@ -287,15 +290,10 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         masks = np.stack([box_mask(b, lat, lat) for b in lip_boxes(mouth, self.lip_scale)])
         lmask = torch.from_numpy(masks)[None]
         if flip:
-            from vexpress.kps.draw import flip_kps_image_channels
-
             kimg = flip_kps_image_channels(kimg.flip(-1), channel_dim=0)
             lmask = lmask.flip(-1)
         sample["kps_images"] = kimg.contiguous()
         sample["lip_masks"] = lmask.contiguous()
-
-        from vexpress.audio.windows import audio_windows
-
         feats = self.latent_cache.audio(rec.id) if self.latent_cache is not None and \
             self.latent_cache.has_audio else rec.audio_features
         windows = audio_windows(feats.float(), rec.num_frames, self.num_pad)
@@ -350,8 +348,6 @@ def naive_sample(dataset: TalkingFaceDataset, key: int) -> dict:
 
     Returns the same tensors as ``dataset[key]`` (images only; used by ``benchmarks/bench_dataloader.py``).
     """
-    from vexpress.data.video import read_all_frames
-
     p = dataset.plan(int(key))
     rec = dataset.records[p["clip"]]
     frames = read_all_frames(rec.video)

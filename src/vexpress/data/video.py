@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from vexpress.errors import InputError
-
+from vexpress.utils.io import atomic_path
 
 #: Containers opened by a parent process before a fork: never touched (nor closed) in the child, where their
 #: decoder threads do not exist; kept referenced so they are not deallocated there either.
@@ -310,8 +310,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarra
     """
     import av
 
-    from vexpress.utils.io import atomic_path
-
     arr = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
         raise InputError(f"frames to write must be (T, H, W, 3) RGB, got shape {arr.shape}")
@@ -355,6 +353,4 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarra
                     container.mux(packet)
         finally:
             container.close()
-    from vexpress.data.files import set_public_mode
-
-    return set_public_mode(path)
+    return path

@@ -19,7 +19,7 @@ from typing import Any
 _EXPORTS = {
     "ClipPair": "pairs", "discover_pairs": "pairs", "pairs_from_records": "pairs",
     "Video": "media",
-    "evaluate_videos": "runner", "EvalResults": "runner", "GT_ROW": "runner",
+    "evaluate_videos": "runner", "EvalResults": "runner", "GT_ROW": "report",
     "MetricSpec": "specs", "MetricUnavailable": "specs", "build_specs": "specs", "FIDSpec": "specs",
     "FVDSpec": "specs", "SyncNetSpec": "specs", "KpsDisSpec": "specs", "LMDSpec": "specs", "LipSyncSpec": "specs",
     "IdentitySpec": "specs", "SyntheticSpec": "specs",

@@ -17,6 +17,8 @@ SUMMARY_JSON = "eval_summary.json"
 SUMMARY_MD = "eval_summary.md"
 PER_CLIP_CSV = "per_clip.csv"
 COMPARISON = "comparison"
+#: The summary row of the ground-truth videos (scored by the same code as the generated ones).
+GT_ROW = "ground truth"
 
 LABELS = {
     "fid": "FID", "fvd": "FVD", "lse_c": "LSE-C", "lse_d": "LSE-D", "av_offset": "AV offset",
@@ -64,8 +66,6 @@ def markdown_table(summary: Dict[str, Dict[str, Any]], columns: Dict[str, str], 
 
 
 def render_markdown(res) -> str:
-    from vexpress.evaluation.runner import GT_ROW
-
     order = [res.run_name] + sorted(k for k in res.summary if k not in (res.run_name, GT_ROW)) + [GT_ROW]
     out = [f"# Evaluation: {res.run_name}", ""]
     meta = res.meta
@@ -171,7 +171,7 @@ def log_wandb(res, project: str = "vexpress", mode: str = "offline", save_dir: O
         if comparison:
             run.log({"eval/comparison": comparison_wandb_table(wandb, comparison)})
         for label, row in res.summary.items():
-            prefix = "eval" if label == res.run_name else "eval_gt" if label == "ground truth" else f"eval[{label}]"
+            prefix = "eval" if label == res.run_name else "eval_gt" if label == GT_ROW else f"eval[{label}]"
             for k, v in row.items():
                 if isinstance(v, (int, float)) and math.isfinite(float(v)):
                     run.summary[f"{prefix}/{k}"] = v
@@ -216,15 +216,15 @@ def comparison_rows(summaries: Iterable[str | os.PathLike | Dict[str, Any]]) -> 
     columns: Dict[str, str] = {}
     gt_seen: List[Dict[str, Any]] = []
     for item in summaries:
-        data = item if isinstance(item, dict) else {**json.loads(Path(item).read_text()),
-                                                     "_where": Path(item).parent.name}
+        data = item if isinstance(item, dict) else {
+            **json.loads(Path(item).read_text()), "_where": Path(item).parent.name}
         columns.update(data.get("columns", {}))
         for label, row in data.get("summary", {}).items():
-            if label == "ground truth":
+            if label == GT_ROW:
                 if row in gt_seen:
                     continue
                 gt_seen.append(row)
-                rows.append({"run": "ground truth" if len(gt_seen) == 1 else f"ground truth ({data['run']})", **row})
+                rows.append({"run": GT_ROW if len(gt_seen) == 1 else f"{GT_ROW} ({data['run']})", **row})
             else:
                 name = label
                 if any(r["run"] == name for r in rows):
@@ -232,8 +232,8 @@ def comparison_rows(summaries: Iterable[str | os.PathLike | Dict[str, Any]]) -> 
                     name = f"{label} ({where})"
                 rows.append({"run": name, **row, **{k: v for k, v in data.get("controls", {}).items()
                                                     if label == data["run"]}})
-    gt_rows = [r for r in rows if r["run"].startswith("ground truth")]
-    return [r for r in rows if not r["run"].startswith("ground truth")] + gt_rows, columns
+    gt_rows = [r for r in rows if r["run"].startswith(GT_ROW)]
+    return [r for r in rows if not r["run"].startswith(GT_ROW)] + gt_rows, columns
 
 
 def write_comparison(summaries: Iterable[str | os.PathLike | Dict[str, Any]], output_dir: str | os.PathLike,

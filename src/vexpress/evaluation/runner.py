@@ -23,12 +23,11 @@ import numpy as np
 
 from vexpress.errors import InputError, VExpressError
 from vexpress.evaluation.media import Video, short_hash
+from vexpress.evaluation.report import GT_ROW, write_results
 from vexpress.evaluation.specs import ClipItem, MetricSpec, MetricUnavailable, build_specs
 from vexpress.utils.io import atomic_path, write_json
 
-GT_ROW = "ground truth"
 ROLES = ("model", "gt")
-DIRECTION_ARROWS = {"min": "↓", "max": "↑", "info": ""}
 
 
 @dataclass
@@ -68,8 +67,6 @@ class EvalResults:
 
     def write(self, output_dir) -> Dict[str, Path]:
         """Write ``per_clip.csv``, ``eval_summary.json`` and ``eval_summary.md`` (atomically) into ``output_dir``."""
-        from vexpress.evaluation.report import write_results
-
         return write_results(self, output_dir)
 
 

@@ -5,7 +5,7 @@ pixels in 512x512 coordinates for driving sequences, written with ``torch.save``
 ``torch.load(path, weights_only=True)`` returns the tensor.
 
 The official format (``scripts/extract_kps_sequence_and_audio.py``): a ``torch.save``d Python list of numpy
-float32 (3, 2) arrays. It is read with a restricted unpickler (:mod:`vexpress.data.safe_load`), never with
+float32 (3, 2) arrays. It is read with a restricted unpickler (:mod:`vexpress.utils.safe_load`), never with
 ``weights_only=False``.
 """
 
@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from vexpress.errors import InputError
+from vexpress.utils.io import atomic_path
+from vexpress.utils.safe_load import safe_torch_load
 
 #: Driving keypoints are stored in this square frame size (the official script resizes frames to 512x512).
 KPS_FRAME_SIZE = 512
@@ -55,8 +57,6 @@ def as_kps_tensor(obj: Any, what: str = "keypoints") -> torch.Tensor:
 
 def load_official_kps(path: str | os.PathLike) -> torch.Tensor:
     """Read an official ``kps.pth`` (pickled list of numpy (3, 2) arrays) safely -> (T, 3, 2) float32 tensor."""
-    from vexpress.data.safe_load import safe_torch_load
-
     return as_kps_tensor(safe_torch_load(path, "keypoint file"), f"keypoint file {path}")
 
 
@@ -75,15 +75,11 @@ def load_kps(path: str | os.PathLike) -> torch.Tensor:
 
 def save_kps(path: str | os.PathLike, kps: Any) -> Path:
     """Atomically write a (T, 3, 2) float32 keypoint tensor loadable with ``torch.load(weights_only=True)``."""
-    from vexpress.utils.io import atomic_path
-
     tensor = as_kps_tensor(kps, "keypoints to save")
     path = Path(path)
-    from vexpress.data.files import set_public_mode
-
     with atomic_path(path) as tmp:
         torch.save(tensor, tmp)
-    return set_public_mode(path)
+    return path
 
 
 def rescale_kps(kps: torch.Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> torch.Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vexpress.errors import ShapeError
+from vexpress.kps.draw import draw_kps_image
 
 OFFICIAL_CANVAS = 512
 
@@ -21,8 +22,6 @@ OFFICIAL_CANVAS = 512
 def kps_images_uint8(kps: np.ndarray, size: int, canvas: int | None = None) -> np.ndarray:
     """(F, 3, 2) points in output pixels -> (F, size, size, 3) uint8 RGB V-Kps drawings."""
     import cv2
-
-    from vexpress.kps.draw import draw_kps_image
 
     canvas = int(canvas or size)
     kps = np.asarray(kps, dtype=np.float64)

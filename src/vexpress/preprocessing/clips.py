@@ -149,7 +149,7 @@ def source_signature(path: Path) -> dict:
 
 # ---- per-clip work ------------------------------------------------------------------------------------------
 
-def _interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Fill rows of (T, ...) ``values`` where ``valid`` is False by linear interpolation over time."""
     if valid.all() or not valid.any():
         return values
@@ -214,7 +214,7 @@ def process_clip(path: Path, out_root: Path, clip_id: str, cfg: PreprocessConfig
 
     from vexpress.audio import load_audio
     from vexpress.data.records import write_clip
-    from vexpress.data.video import probe_video, write_video
+    from vexpress.data.video import iter_frames, probe_video, write_video
 
     try:
         info = probe_video(path)
@@ -255,7 +255,7 @@ def process_clip(path: Path, out_root: Path, clip_id: str, cfg: PreprocessConfig
     if med < cfg.min_face_size:
         raise ClipRejected(f"face too small: median box {med:.0f} px < {cfg.min_face_size:g} px")
     feats = encoder.encode(wav)
-    tensors = {k: torch.from_numpy(_interpolate_invalid(a[k], valid).astype(np.float32))
+    tensors = {k: torch.from_numpy(interpolate_invalid(a[k], valid).astype(np.float32))
                for k in ("bbox", "kps", "mouth", "landmarks")}
     tensors.update(valid=torch.from_numpy(valid.astype(np.uint8)), audio=wav, audio_features=feats,
                    face_score=torch.from_numpy(a["score"]))
@@ -265,16 +265,14 @@ def process_clip(path: Path, out_root: Path, clip_id: str, cfg: PreprocessConfig
             "audio_encoder": encoder.name, "kind": "real", "audio_dim": int(feats.shape[1]),
             "audio_rate_hz": float(encoder.rate_hz), "single_face_fraction": round(frac, 4),
             "median_face_size": round(med, 1), "preprocess_key": cfg.key(), **source_signature(path)}
-    writer = None
-    if cfg.reencode:
-        def writer(dst: Path) -> None:
-            from vexpress.data.video import iter_frames
 
-            frames = np.stack(list(iter_frames(path)))
-            write_video(dst, frames[:t], info.fps, audio=wav.numpy(), crf=cfg.crf, gop=cfg.gop)
-    else:
+    def reencode(dst: Path) -> None:
+        frames = np.stack(list(iter_frames(path)))
+        write_video(dst, frames[:t], info.fps, audio=wav.numpy(), crf=cfg.crf, gop=cfg.gop)
+
+    if not cfg.reencode:
         meta["video"] = str(path)
-    write_clip(out_root, meta, tensors, video_writer=writer)
+    write_clip(out_root, meta, tensors, video_writer=reencode if cfg.reencode else None)
     return meta
 
 
@@ -407,8 +405,10 @@ def _preprocess(inputs: Sequence[str | os.PathLike] | str, out: Path, cfg: Prepr
     files = find_videos(items)
     if not files:
         raise InputError(f"no videos found in {', '.join(map(str, items))} (looked for {', '.join(VIDEO_SUFFIXES)})")
-    base = Path(input_root).resolve() if input_root else (Path(items[0]).resolve() if len(items) == 1 and
-                                                           Path(items[0]).is_dir() else None)
+    if input_root:
+        base = Path(input_root).resolve()
+    else:
+        base = Path(items[0]).resolve() if len(items) == 1 and Path(items[0]).is_dir() else None
     ids: dict[str, Path] = {}
     for f in files:
         cid = clip_id_for(f, base)

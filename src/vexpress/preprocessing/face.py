@@ -9,7 +9,7 @@ The three V-Kps points ``kps`` follow the insightface 5-point definition used by
 exactly that point, so each one is a fixed rigid combination of a few mesh landmarks (:data:`KPS_WEIGHTS`, it moves
 exactly with the face under translation, rotation and scale) with 2-3 coefficients fitted by least squares against
 the official insightface points and checked on clips left out of the fit (see ``docs/data.md`` for the measured
-distances and :mod:`vexpress.kps.calibration` for the definitions and the fitting procedure).
+distances and :mod:`vexpress.preprocessing.kps_calibration` for the definitions and the fitting procedure).
 
 Modes: ``mode="image"`` treats every frame independently; ``mode="video"`` lets mediapipe track the face from one
 frame to the next (steadier landmarks, faster). Call :meth:`FaceAnalyzer.reset` (or use a new analyzer) before the
@@ -71,8 +71,9 @@ RECORD_LANDMARKS: tuple[int, ...] = (FACE_OVAL + BROWS + EYE_LEFT_IN_IMAGE + EYE
                                      + MOUTH_LANDMARKS)
 NUM_MESH_LANDMARKS = 478
 
-# Insightface's eye centres and nose tip as rigid functions of the mesh (fitted with vexpress.kps.calibration:
-# POINT_MODELS, least squares on the four official clips with insightface points, frames of 512x512):
+# Insightface's eye centres and nose tip as rigid functions of the mesh (fitted with
+# vexpress.preprocessing.kps_calibration: POINT_MODELS, least squares on the four official clips with insightface
+# points, frames of 512x512):
 #   point = sum_n KPS_WEIGHTS[n] * lm[n] + rot90(sum_n KPS_ROT_WEIGHTS[n] * lm[n]),   rot90(x, y) = (-y, x)
 # The weights sum to 1 and the rotated ones to 0, so the point moves exactly with the face under translation,
 # rotation and scale. Eyes: the middle of the eye corners, pulled toward the nose bridge (168) and offset along

@@ -1,6 +1,6 @@
 """Import data prepared by the official scripts (meta JSON + ``*_face_info.pt`` + ``*_aud_embeds.pt``).
 
-The official files are pickles. They are read with the restricted loader of :mod:`vexpress.data.safe_load`
+The official files are pickles. They are read with the restricted loader of :mod:`vexpress.utils.safe_load`
 (tensors, numpy arrays/scalars and plain containers only), never with ``weights_only=False``.
 
 Mapping to our records: ``bbox`` and ``kps[:3]`` come straight from insightface; ``mouth`` is the 20-point mouth
@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from vexpress.errors import InputError
+from vexpress.utils.safe_load import safe_torch_load
 
 OFFICIAL_ENCODER = "wav2vec2:official"
 
@@ -50,8 +51,6 @@ def read_official_meta(path: str | os.PathLike) -> list[dict]:
 def load_face_info(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Per-frame arrays from an official ``*_face_info.pt``: bbox (T,4), kps (T,3,2), mouth (T,20,2), valid (T,),
     landmarks (T,106,2), score (T,)."""
-    from vexpress.data.safe_load import safe_torch_load
-
     info = safe_torch_load(path, "official face info")
     if not isinstance(info, (list, tuple)) or not info:
         raise InputError(f"{path} is not an official face-info list (one entry per frame)")
@@ -84,8 +83,6 @@ def load_face_info(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_audio_embeds(path: str | os.PathLike) -> "torch.Tensor":  # noqa: F821
     """``global_embeds`` [N, 1, 768] of an official ``*_aud_embeds.pt`` -> (N, 768) float32."""
-    from vexpress.data.safe_load import safe_torch_load
-
     obj = safe_torch_load(path, "official audio embeddings")
     emb = obj.get("global_embeds") if isinstance(obj, dict) else obj
     import torch
@@ -137,9 +134,9 @@ def import_official(meta_paths: str | os.PathLike | Sequence[str | os.PathLike],
                 if wav is None:
                     raise InputError("the video has no audio track")
                 valid = faces["valid"]
-                from vexpress.preprocessing.clips import _interpolate_invalid
+                from vexpress.preprocessing.clips import interpolate_invalid
 
-                tensors = {k: torch.from_numpy(_interpolate_invalid(faces[k], valid)) for k in
+                tensors = {k: torch.from_numpy(interpolate_invalid(faces[k], valid)) for k in
                            ("bbox", "kps", "mouth", "landmarks")}
                 tensors.update(valid=torch.from_numpy(valid.astype(np.uint8)), audio=wav, audio_features=feats,
                                face_score=torch.from_numpy(faces["score"]))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vexpress.errors import NoFaceError
-from vexpress.kps.extract import extract_kps, extract_kps_and_audio
+from vexpress.preprocessing.kps_extract import extract_kps, extract_kps_and_audio
 
 
 def _cartoon_video(path, seconds=1.0, size=200, face=True):

@@ -5,11 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vexpress.kps.calibration import (
-    POINT_MODELS, fit_point_models, kps_weight_tables, leave_one_clip_out, point_errors, predict_points, summarize,
-)
-from vexpress.kps.extract import smooth_kps
 from vexpress.preprocessing.face import KPS_ROT_WEIGHTS, KPS_WEIGHTS, kps_from_landmarks
+from vexpress.preprocessing.kps_calibration import (
+    POINT_MODELS,
+    fit_point_models,
+    kps_weight_tables,
+    leave_one_clip_out,
+    point_errors,
+    predict_points,
+    summarize,
+)
+from vexpress.preprocessing.kps_extract import smooth_kps
 
 
 def _random_faces(rng, n_clips=3, frames=40):
@@ -92,9 +98,9 @@ def test_smoothing_is_zero_phase():
 
 
 def _shared_meshes(samples_path):
-    from vexpress.data.safe_load import safe_torch_load
-    from vexpress.kps.calibration import mesh_sequence
     from vexpress.kps.io import load_official_kps
+    from vexpress.preprocessing.kps_calibration import mesh_sequence
+    from vexpress.utils.safe_load import safe_torch_load
 
     meshes, refs = {}, {}
     for name in ("10", "AOC", "tys"):

@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vexpress.errors import NoFaceError
-from vexpress.kps.io import KPS_FRAME_SIZE
+from vexpress.audio import load_audio, save_wav
+from vexpress.data.video import iter_frames, probe_video
+from vexpress.errors import InputError, NoFaceError
+from vexpress.kps.io import KPS_FRAME_SIZE, save_kps
+from vexpress.preprocessing.clips import interpolate_invalid
+from vexpress.preprocessing.face import FaceAnalyzer
+from vexpress.utils.io import atomic_paths
 
 
 def extract_kps(video: str | os.PathLike, size: int = KPS_FRAME_SIZE, mode: str = "video",
@@ -28,10 +33,6 @@ def extract_kps(video: str | os.PathLike, size: int = KPS_FRAME_SIZE, mode: str 
     smooths the points in time with :func:`smooth_kps` (zero-phase, no lag); off by default because against the
     official insightface points it gains nothing (see ``docs/data.md``).
     """
-    from vexpress.data.video import iter_frames
-    from vexpress.preprocessing.clips import _interpolate_invalid
-    from vexpress.preprocessing.face import FaceAnalyzer
-
     own = analyzer is None
     fa = analyzer or FaceAnalyzer(mode=mode, max_faces=2)
     kps, valid = [], []
@@ -54,7 +55,7 @@ def extract_kps(video: str | os.PathLike, size: int = KPS_FRAME_SIZE, mode: str 
     if v.mean() < min_face_fraction:
         raise NoFaceError(f"no face found in {100 * (1 - v.mean()):.0f}% of the frames of {video}; give a driving "
                           "video that shows one face")
-    arr = _interpolate_invalid(np.stack(kps).astype(np.float32), v)
+    arr = interpolate_invalid(np.stack(kps).astype(np.float32), v)
     if smooth_sigma > 0:
         arr = smooth_kps(arr, smooth_sigma)
     out = torch.from_numpy(arr)
@@ -88,11 +89,6 @@ def extract_kps_and_audio(video: str | os.PathLike, output: str | os.PathLike,
     file (returned as None) rather than an error: driving keypoints alone are useful too. The names are checked
     before any work; both files are computed first and then appear together (nothing is written on any error).
     """
-    from vexpress.audio import load_audio, save_wav
-    from vexpress.data.video import probe_video
-    from vexpress.kps.io import save_kps
-    from vexpress.utils.io import atomic_paths
-
     output = Path(output)
     audio_path = Path(audio_output) if audio_output else output.with_suffix(".wav")
     check_output_names(output, audio_path)
@@ -112,8 +108,6 @@ KPS_OUTPUT_SUFFIXES = (".pth", ".pt")
 def check_output_names(output: str | os.PathLike, audio_output: str | os.PathLike) -> None:
     """Refuse output names that would lose a file: the keypoints need a torch suffix, the audio ``.wav``, and the
     two must differ (raises :class:`~vexpress.errors.InputError`)."""
-    from vexpress.errors import InputError
-
     output, audio_output = Path(output), Path(audio_output)
     if output.suffix.lower() not in KPS_OUTPUT_SUFFIXES:
         raise InputError(f"output={output} must name the keypoint file with a {' or '.join(KPS_OUTPUT_SUFFIXES)} "

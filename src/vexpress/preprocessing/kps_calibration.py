@@ -33,6 +33,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from vexpress.data.video import iter_frames
+from vexpress.preprocessing.face import FaceAnalyzer
+
 POINTS = ("left_eye", "right_eye", "nose")
 
 #: Outer eye corners (left-in-image, right-in-image): the face frame's x axis and its size.
@@ -190,10 +193,7 @@ def summarize(errors: Mapping[str, np.ndarray]) -> dict:
 
 def mesh_sequence(video: str | os.PathLike, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(T, 478, 2) mesh landmarks of the largest face on frames resized to ``size`` x ``size`` (video mode, as
-    :func:`vexpress.kps.extract.extract_kps`) and the (T,) validity flags."""
-    from vexpress.data.video import iter_frames
-    from vexpress.preprocessing.face import FaceAnalyzer
-
+    :func:`vexpress.preprocessing.kps_extract.extract_kps`) and the (T,) validity flags."""
     out, ok = [], []
     with FaceAnalyzer(mode="video", max_faces=2) as fa:
         for frame in iter_frames(video, size=(size, size)):
@@ -205,9 +205,9 @@ def mesh_sequence(video: str | os.PathLike, size: int = 512) -> tuple[np.ndarray
 
 def compare_with_official(clip_dirs: Sequence[str | os.PathLike]) -> dict:
     """Per clip (folder with ``gt.mp4`` + ``kps.pth``) and per point: mean distance (px, 512x512) between
-    :func:`vexpress.kps.extract.extract_kps` and the official points; plus the overall means."""
-    from vexpress.kps.extract import extract_kps
-    from vexpress.kps.io import load_official_kps
+    :func:`vexpress.preprocessing.kps_extract.extract_kps` and the official points; plus the overall means."""
+    from vexpress.kps.io import load_official_kps  # torch: imported when needed
+    from vexpress.preprocessing.kps_extract import extract_kps
 
     rows = {}
     allerr = []

@@ -6,10 +6,9 @@ import av
 import pytest
 
 from tests.helpers.cli import run_task
-
-from tests.kps.test_extract import _cartoon_video
+from tests.preprocessing.test_kps_extract import _cartoon_video
 from vexpress.errors import InputError
-from vexpress.kps.extract import check_output_names, extract_kps, extract_kps_and_audio
+from vexpress.preprocessing.kps_extract import check_output_names, extract_kps, extract_kps_and_audio
 
 
 def _run_cli(capsys, **overrides) -> tuple[int, str]:
@@ -23,8 +22,8 @@ def _half_truncated(tmp_path):
     the cut decode (keypoints can be extracted), the audio does not."""
     _cartoon_video(tmp_path / "full.mp4")
     fast = tmp_path / "fast.mp4"
-    with av.open(str(tmp_path / "full.mp4")) as src, av.open(str(fast), "w", format="mp4",
-                                                            options={"movflags": "faststart"}) as dst:
+    with av.open(str(tmp_path / "full.mp4")) as src, \
+            av.open(str(fast), "w", format="mp4", options={"movflags": "faststart"}) as dst:
         streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
         for packet in src.demux():
             if packet.dts is not None:
