@@ -37,6 +37,9 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes_and_resolves(group, option, tmp_path):
+    """Every option composes, and the first stage's config (as the curriculum loop builds it) resolves."""
+    from vexpress.training.runner import CurriculumRunner
+
     if group == "launcher" and option == "slurm" and not HAS_SUBMITIT:
         pytest.skip(reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
     ov = ch.overrides(tmp_path, [f"{group}={option}"] if group != "hydra" else [], small_data=group != "data")
@@ -47,9 +50,29 @@ def test_every_option_composes_and_resolves(group, option, tmp_path):
         if group in ("hydra", "launcher"):
             assert cfg.hydra.run.dir
             cfg = compose(config_name="train", overrides=ov)
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = OmegaConf.to_container(CurriculumRunner(cfg, ov).stage_config(0), resolve=True)
     assert container["stage"]["name"] and int(container["trainer"]["max_steps"]) >= 1
     assert container["data"]["num_frames"] == container["stage"]["num_frames"]
+
+
+def test_stage_folders_come_from_the_curriculum_layout(tmp_path):
+    """No config spells a run folder: the trainer, checkpoint and export callbacks and the loggers of a stage
+    interpolate the keys the curriculum loop sets from ``Curriculum.stage_paths``."""
+    from vexpress.training.runner import CurriculumRunner
+
+    ov = ch.overrides(tmp_path, ["curriculum=vexpress", "logger=many"])
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        from hydra import compose
+
+        runner = CurriculumRunner(compose(config_name="train", overrides=ov), ov)
+        c = OmegaConf.to_container(runner.stage_config(0), resolve=True)
+    curriculum = runner.curriculum
+    assert c["stage_id"] == "0_image" and c["stage_dir"] == str(curriculum.stage_dir(tmp_path, 0))
+    assert c["callbacks"]["model_checkpoint"]["dirpath"] == str(curriculum.checkpoint_dir(tmp_path, 0))
+    assert c["callbacks"]["stage_export"]["directory"] == str(curriculum.export_dir(tmp_path, 0))
+    assert c["trainer"]["default_root_dir"] == c["stage_dir"]
+    assert c["logger"]["csv"]["version"] == "0_image" and c["logger"]["wandb"]["name"].endswith("/0_image")
+    assert runner.summary_path == tmp_path / "train_summary.json"
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -19,6 +19,7 @@ from vexpress.data.video import write_video
 from vexpress.demo.phases import progress_bar
 from vexpress.evaluation.synthetic import SyntheticItem, evaluate_synthetic, mouth_control_summary
 from vexpress.pipelines import VExpressPipeline
+from vexpress.training.curriculum import stage_id
 
 
 def _pipeline(export_dir: Path, ecfg: Any):
@@ -115,15 +116,16 @@ def evaluate_vae_floor(vae: Any, records: Sequence[Any], ecfg: Any) -> dict[str,
 
 
 def evaluation_targets(cfg: Any, results: Mapping[str, list]) -> list[tuple[str, Path]]:
-    """(label, export) pairs: every run's final export, plus the earlier stages of the runs in ``eval.stages_of``."""
+    """(label, export) pairs: every run's final export, plus the earlier stages of the runs in ``eval.stages_of``
+    (labelled ``<run>/<stage id>``). ``results``: run -> the stage records of its training run."""
     out = []
     for run, stages in results.items():
         stage_list = list(stages)
         if run in list(cfg.eval.get("stages_of") or []):
             for r in stage_list[:-1]:
-                out.append((f"{run}/{r['index']}_{r['stage']}", Path(r["stage_dir"]) / "export"))
+                out.append((f"{run}/{stage_id(r['index'], r['stage'])}", Path(r["export"])))
         last = stage_list[-1]
-        out.append((run, Path(last["stage_dir"]) / "export"))
+        out.append((run, Path(last["export"])))
     return out
 
 
@@ -136,7 +138,7 @@ def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], 
     n = min(int(round(float(scfg.seconds) * float(rec.fps))), rec.num_frames)
     panels = [rec.frames(range(n))]
     for run in scfg.runs:
-        export = Path(results[run][-1]["stage_dir"]) / "export"
+        export = Path(results[run][-1]["export"])
         panels.append(generate_clip(_pipeline(export, cfg.eval), rec, rec, n, cfg.eval)[:n])
     frames = np.concatenate(panels, axis=2)
     wave = rec.audio[: int(round(n / float(rec.fps) * 16000))].numpy()

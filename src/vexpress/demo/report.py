@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from vexpress.training.curriculum import EXPORT_DIR, STAGES_DIR, stage_id
 from vexpress.utils.io import atomic_open, atomic_path, write_json
 
 PAIRED_METRICS = ("mouth_err_correct", "mouth_err_shuffled", "identity_err", "pose_err")
@@ -170,13 +171,13 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
               "| run | stage | audio | audio (lip) | reference | kps |", "|---|---|---|---|---|---|"]
     for run, rows in probes.items():
         for r in rows:
-            lines.append(f"| {run} | {r['index']}_{r['stage']} | {_f(r.get('audio'))} | {_f(r.get('audio_lip'))} | "
+            lines.append(f"| {run} | {stage_id(r['index'], r['stage'])} | {_f(r.get('audio'))} | {_f(r.get('audio_lip'))} | "
                          f"{_f(r.get('reference'))} | {_f(r.get('kps'))} |")
     lines += ["", "## Wall time per phase", "", "| phase | seconds |", "|---|---|"]
     for k, v in report["seconds"].items():
         lines.append(f"| {k} | {v:.1f} |")
     lines += ["", "Files: `report.json`, `report.png`, `sample.mp4` (ground truth | "
               + " | ".join(report.get("sample_video_runs", [])) + ", with the clip's audio), `eval/<run>/` "
-              "(per-clip tables), `runs/<run>/stages/*/export` (weights in the official layout).", ""]
+              f"(per-clip tables), `runs/<run>/{STAGES_DIR}/*/{EXPORT_DIR}` (weights in the official layout).", ""]
     with atomic_open(out / "report.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))

@@ -170,7 +170,7 @@ def probe_exports(cfg: Any, tcfg: Any, latent_dir: Path, results: Mapping[str, l
     for run, stages in results.items():
         rows = []
         for r in stages:
-            net = load_export(Path(r["stage_dir"]) / "export", load_vae=False).net
+            net = load_export(r["export"], load_vae=False).net
             vals = influence_on_batch(net, targets, batch["target_latents"], ref_latents=batch["reference_latents"],
                                       audio_windows=batch["audio_windows"], kps_images=batch["kps_images"],
                                       lip_masks=batch["lip_masks"], timesteps=list(cfg.probe.timesteps),

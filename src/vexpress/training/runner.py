@@ -46,9 +46,6 @@ from vexpress.utils.paths import CONF_DIR
 
 log = logging.getLogger("vexpress.train")
 
-#: The run's record of what each stage trained (stage, index, steps, export, probe history, metrics, stage key).
-SUMMARY = "train_summary.json"
-
 #: Config parts that decide what a stage computes (paths, loggers, progress bars and names do not).
 _KEY_PARTS = ("stage", "model", "data", "noise_scheduler", "seed", "resumable_data")
 _KEY_IGNORE_DATA = ("cache_dir", "latent_cache", "num_workers", "persistent_workers", "pin_memory",
@@ -74,14 +71,6 @@ def check_stage_names(names: Sequence[str]) -> None:
     bad = sorted({n for n in names if n not in known})
     if bad:
         raise InputError(f"curriculum names unknown stages {bad}; stage configs are {known}")
-
-
-def _done_info(export_dir: Path) -> dict:
-    marker = Path(export_dir) / "DONE"
-    try:
-        return json.loads(marker.read_text() or "{}") if marker.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
 
 
 def stage_key(scfg: DictConfig, previous: str = "") -> str:
@@ -127,8 +116,9 @@ def _instantiate_group(node: Any) -> list:
 
 
 def _checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where the stage's checkpoint callback writes (its ``dirpath``; by default the layout's ``checkpoint_dir``)."""
     configured = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-    return Path(str(configured)) if configured else Path(cfg.stage_dir) / "checkpoints"
+    return Path(str(configured or cfg.checkpoint_dir))
 
 
 def _resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -238,19 +228,21 @@ class CurriculumRunner:
         scfg = OmegaConf.create(OmegaConf.to_container(scfg, resolve=False))
         OmegaConf.set_struct(scfg, False)
         scfg.stage_index = index
+        for key, value in curriculum.stage_paths(self.root, index).items():
+            scfg[key] = value
         delta = curriculum.stage_overrides.get(name)
         if delta:
             scfg.stage = OmegaConf.merge(scfg.stage, OmegaConf.create(dict(delta)))
         scfg.stage.init_from = curriculum.init_source(self.root, index, scfg.stage.get("init_from"))
         previous = ""
         if index > 0 and curriculum.chain:
-            previous = _done_info(curriculum.export_dir(self.root, index - 1)).get("stage_key", "")
+            previous = curriculum.done_info(self.root, index - 1).get("stage_key", "")
         scfg.stage_key = stage_key(scfg, previous)
         return scfg
 
     def is_current(self, index: int, key: str) -> bool:
         """Stage ``index`` is exported completely, made with stage key ``key``."""
-        return bool(key) and _done_info(self.curriculum.export_dir(self.root, index)).get("stage_key") == key
+        return bool(key) and self.curriculum.done_info(self.root, index).get("stage_key") == key
 
     def _adopt(self, index: int, source: Path) -> None:
         """Copy another run's finished stage folder (same stage key) into this run's place for stage ``index``."""
@@ -294,7 +286,7 @@ class CurriculumRunner:
     # -----------------------------------------------------------------------------------------------------------
     @property
     def summary_path(self) -> Path:
-        return self.root / SUMMARY
+        return self.curriculum.summary_path(self.root)
 
     def write_summary(self, results: Sequence[dict[str, Any]]) -> bool:
         """Write the run's ``train_summary.json`` after :meth:`run` (merged with the previous one, see
