@@ -31,6 +31,8 @@ def test_demo_smoke(tmp_path):
     out = tmp_path / "out"
     report = json.loads((out / "report.json").read_text())
     assert set(report["evaluation"]) >= {"recipe", "joint_only", "progressive_no_dropout"}
+    assert report["roles"] == {"recipe": "recipe", "progressive_no_dropout": "ablation", "joint_only": "ablation"}
+    assert set(report["paired"]) == {"progressive_no_dropout", "joint_only"}
     for e in report["evaluation"].values():
         assert {"mouth_err_correct", "mouth_err_shuffled", "ratio", "identity_err", "pose_err"} <= set(e)
     assert [r["stage"] for r in report["probe"]["recipe"]] == ["image", "audio_motion", "joint"]
@@ -88,3 +90,50 @@ def test_protocol_counts_come_from_the_scored_data():
     assert p["clip_ids"] == ["c0", "c1"] and p["sampler"] == "ddim"
     assert _protocol_sentence({"protocol": p}).startswith("2 held-out clips x 4 frames")
     assert "requested" not in _protocol_sentence({"protocol": scored_protocol({"clips": 2, "frames": 4}, evals)})
+
+
+def test_goals_and_paired_tables_follow_the_run_roles():
+    """The recipe is the run with role recipe, whatever its name; stage labels and runs without a role are not
+    compared."""
+    from vexpress.demo.report import goals, paired_table
+
+    def row(mouth: float) -> dict:
+        return {"mouth_err_correct": mouth, "mouth_err_shuffled": 2 * mouth, "ratio": 2.0, "identity_err": 0.1,
+                "pose_err": 1.0, "per_clip": {"c0": {"mouth_err_correct": mouth}, "c1": {"mouth_err_correct": mouth}}}
+
+    evals = {"ours": row(0.1), "ours/0_image": row(0.5), "baseline": row(0.2)}
+    roles = {"ours": "recipe", "baseline": "ablation"}
+    g = goals(evals, roles, {"ratio_min": 1.5, "no_worse_tolerance": 0.05})
+    assert g["recipe_uses_audio"] and g["beats_baseline_on_mouth"] and g["all_met"]
+    assert not any("0_image" in k or "ours" in k for k in g)
+    paired = paired_table(evals, roles)
+    assert list(paired) == ["baseline"] and paired["baseline"]["mouth_err_correct"]["mean"] == pytest.approx(-0.1)
+    assert goals(evals, {"baseline": "ablation"}, {"ratio_min": 1.5, "no_worse_tolerance": 0.05}) == {}
+
+
+@pytest.mark.parametrize("runs,match", [
+    ({"a": {"experiment": "demo_recipe", "role": "ablation"}}, "found 0 .none."),
+    ({"a": {"experiment": "x", "role": "recipe"}, "b": {"experiment": "y", "role": "recipe"}}, "found 2 .a, b."),
+    ({"a": {"experiment": "x", "role": "baseline"}}, "runs.a must be"),
+    ({"a": "demo_recipe"}, "runs.a must be"),
+])
+def test_run_roles_need_exactly_one_recipe(runs, match):
+    from vexpress.demo.run import run_roles
+    from vexpress.errors import InputError
+
+    with pytest.raises(InputError, match=match) as exc:
+        run_roles(runs)
+    assert "\n" not in str(exc.value)
+    assert run_roles({"r": {"experiment": "x", "role": "recipe"}, "s": {"experiment": "y", "role": "ablation"}}) == {
+        "r": "recipe", "s": "ablation"}
+
+
+def test_shipped_demo_config_declares_one_recipe():
+    from omegaconf import OmegaConf
+
+    from vexpress.demo.run import run_roles
+    from vexpress.utils.paths import CONF_DIR
+
+    roles = run_roles(OmegaConf.load(CONF_DIR / "demo.yaml").runs)
+    assert roles == {"recipe": "recipe", "progressive_no_dropout": "ablation", "joint_only": "ablation"}
+

@@ -22,9 +22,10 @@ def _report(seed: int, recipe_mouth: list[float], ablation_mouth: list[float], r
                 "pose_err": 2.0, "per_clip": per_clip}
 
     evals = {"recipe": row(recipe_mouth, ratio), "joint_only": row(ablation_mouth, 1.0)}
-    cfg = type("C", (), {"goals": type("G", (), {"ratio_min": 1.5, "no_worse_tolerance": 0.05})()})()
-    return {"train_seed": seed, "evaluation": evals, "goals": goals(evals, cfg), "paired": paired_table(evals),
-            "protocol": {"clips": 3}}
+    roles = {"recipe": "recipe", "joint_only": "ablation"}
+    g = goals(evals, roles, {"ratio_min": 1.5, "no_worse_tolerance": 0.05})
+    return {"train_seed": seed, "evaluation": evals, "goals": g, "paired": paired_table(evals, roles),
+            "roles": roles, "protocol": {"clips": 3}}
 
 
 def test_mean_sd_over_seeds_and_paired_differences():

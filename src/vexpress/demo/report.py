@@ -37,16 +37,33 @@ def _f(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, (int, float)) else str(v)
 
 
-def goals(evals: Mapping[str, Mapping[str, Any]], cfg: Any) -> dict[str, Any]:
-    """The demo's claims, checked on the measured figures (never used to change anything)."""
-    rec = evals.get("recipe")
+#: What a demo run is for: the ``recipe`` (exactly one) is what the claims are about; each ``ablation`` is compared
+#: with it. ``conf/demo.yaml``: ``runs.<name>.role``.
+ROLES = ("recipe", "ablation")
+
+
+def recipe_run(roles: Mapping[str, str]) -> str | None:
+    """The run whose role is ``recipe`` (``None`` when there is none)."""
+    return next((run for run, role in roles.items() if role == "recipe"), None)
+
+
+def ablation_runs(evals: Mapping[str, Any], roles: Mapping[str, str]) -> list[str]:
+    """The evaluated runs whose role is ``ablation``, in the order of ``roles``."""
+    return [run for run, role in roles.items() if role == "ablation" and run in evals]
+
+
+def goals(evals: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str], goal_cfg: Mapping[str, Any]) -> dict:
+    """The demo's claims about the recipe run against each ablation run (``roles``: run -> role), checked on the
+    measured figures (never used to change anything). ``goal_cfg``: ``ratio_min``, ``no_worse_tolerance``."""
+    rec = evals.get(recipe_run(roles) or "")
     if rec is None:
         return {}
-    g: dict[str, Any] = {"ratio_min": float(cfg.goals.ratio_min)}
+    ratio_min = float(goal_cfg["ratio_min"])
+    g: dict[str, Any] = {"ratio_min": ratio_min}
     g["recipe_ratio"] = rec["ratio"]
-    g["recipe_uses_audio"] = bool(rec["ratio"] is not None and rec["ratio"] >= float(cfg.goals.ratio_min))
-    tol = float(cfg.goals.no_worse_tolerance)
-    for ab in [r for r in evals if r != "recipe" and "/" not in r]:
+    g["recipe_uses_audio"] = bool(rec["ratio"] is not None and rec["ratio"] >= ratio_min)
+    tol = float(goal_cfg["no_worse_tolerance"])
+    for ab in ablation_runs(evals, roles):
         a = evals[ab]
         g[f"beats_{ab}_on_mouth"] = bool(rec["mouth_err_correct"] < a["mouth_err_correct"])
         g[f"identity_not_worse_than_{ab}"] = bool(rec["identity_err"] <= a["identity_err"] * (1 + tol))
@@ -55,12 +72,13 @@ def goals(evals: Mapping[str, Mapping[str, Any]], cfg: Any) -> dict[str, Any]:
     return g
 
 
-def paired_table(evals: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """recipe - each ablation, clip by clip (how large the differences are next to the clip-to-clip noise)."""
-    rec = evals.get("recipe")
+def paired_table(evals: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Recipe run minus each ablation run (``roles``: run -> role), clip by clip (how large the differences are
+    next to the clip-to-clip noise)."""
+    rec = evals.get(recipe_run(roles) or "")
     if rec is None:
         return {}
-    return {ab: paired_differences(rec, evals[ab]) for ab in evals if ab != "recipe" and "/" not in ab}
+    return {ab: paired_differences(rec, evals[ab]) for ab in ablation_runs(evals, roles)}
 
 
 def write_plot(path: Path, evals: Mapping[str, Mapping[str, Any]], probes: Mapping[str, list],
@@ -158,7 +176,9 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
         lines.append(f"- {k}: {_f(v, 2) if isinstance(v, float) else v}")
     paired = report.get("paired") or {}
     if paired:
-        lines += ["", "## Paired differences, recipe minus ablation (mean +- standard error over held-out clips)", "",
+        recipe = recipe_run(report.get("roles") or {}) or "recipe"
+        title = "recipe" if recipe == "recipe" else f"recipe ({recipe})"
+        lines += ["", f"## Paired differences, {title} minus ablation (mean +- standard error over held-out clips)", "",
                   "Negative = the recipe has the lower error. A difference within about two standard errors is not "
                   "distinguishable from clip-to-clip noise at this sample size.", "",
                   "| ablation | clips | mouth err (correct) | mouth err (shuffled) | identity err | pose err (px) |",

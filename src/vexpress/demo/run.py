@@ -29,9 +29,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from vexpress.data.records import load_manifest
 from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_targets, sample_video
 from vexpress.demo.phases import Phases, progress_bar
-from vexpress.demo.report import goals, paired_table, scored_protocol, write_plot, write_report
+from vexpress.demo.report import ROLES, goals, paired_table, scored_protocol, write_plot, write_report
+from vexpress.errors import InputError
+from vexpress.evaluation.synthetic import shuffled_audio_sources
 from vexpress.training.runner import CurriculumRunner
 from vexpress.utils.io import write_json
 
@@ -41,10 +44,26 @@ log = logging.getLogger("vexpress.demo")
 # ---------------------------------------------------------------------------------------------------------------
 # configs
 # ---------------------------------------------------------------------------------------------------------------
+def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
+    """run name -> role of ``conf/demo.yaml``'s ``runs`` (each ``{experiment: ..., role: recipe | ablation}``);
+    exactly one run is the recipe. A mistake is a one-line :class:`InputError` before any work."""
+    roles: dict[str, str] = {}
+    for run, spec in runs.items():
+        if not isinstance(spec, Mapping) or not spec.get("experiment") or spec.get("role") not in ROLES:
+            raise InputError(f"runs.{run} must be {{experiment: <conf/experiment option>, role: recipe | ablation}}, "
+                             f"got {OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec!r}")
+        roles[str(run)] = str(spec["role"])
+    recipes = [run for run, role in roles.items() if role == "recipe"]
+    if len(recipes) != 1:
+        raise InputError(f"exactly one demo run needs role recipe, found {len(recipes)} ({', '.join(recipes) or 'none'}"
+                         f"); set runs.<name>.role=recipe on one run and ablation on the others")
+    return roles
+
+
 def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
     """``vexpress-train`` overrides of one demo run (its experiment + the demo's folders)."""
     out = Path(cfg.output_dir)
-    return [f"experiment={cfg.runs[run]}", f"paths.output_dir={out / 'runs' / run}",
+    return [f"experiment={cfg.runs[run].experiment}", f"paths.output_dir={out / 'runs' / run}",
             f"paths.root_dir={cfg.paths.root_dir}", f"paths.cache_dir={cfg.paths.cache_dir}",
             *list(cfg.get("train_overrides") or []), *extra]
 
@@ -182,9 +201,9 @@ def probe_exports(cfg: Any, tcfg: Any, latent_dir: Path, results: Mapping[str, l
 
 # ---------------------------------------------------------------------------------------------------------------
 def run_demo(cfg: Any) -> dict[str, Any]:
-    from vexpress.data.records import load_manifest
-    from vexpress.evaluation import shuffled_audio_sources
-
+    """Every phase of the demo (module docstring) for ``conf/demo.yaml``; returns the report (also written to
+    ``<output_dir>/report.{json,md,png}``)."""
+    roles = run_roles(cfg.runs)
     torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +242,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     if cfg.sample_video.get("enabled", True):
         with phases("sample_video"):
             video = sample_video(cfg, results, held, out)
-    g = goals(evals, cfg)
+    g = goals(evals, roles, cfg.goals)
     report = {
         "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),
         "seconds": {**phases.seconds, "total": phases.total},
@@ -232,9 +251,10 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "train": {run: [{k: v for k, v in r.items() if k in ("stage", "index", "global_step", "skipped",
                                                               "stage_key", "stage_dir", "probe", "metrics")}
                         for r in rs] for run, rs in results.items()},
-        "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals), "vae_floor": vae_floor,
+        "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals, roles), "vae_floor": vae_floor,
         "protocol": scored_protocol(OmegaConf.to_container(cfg.eval, resolve=True), evals),
-        "experiments": {run: exp for run, exp in cfg.runs.items()},
+        "experiments": {run: str(spec.experiment) for run, spec in cfg.runs.items()},
+        "roles": roles,
         "sample_video": str(video) if video else None,
         "sample_video_runs": list(cfg.sample_video.runs),
     }
