@@ -136,16 +136,16 @@ def test_bf16_autocast_with_fp32_master_weights(tmp_path, cache):
 
 @pytest.mark.slow
 def test_multirun_sweep_over_dropout_presets(tmp_path, cache):
-    """``vexpress-train -m dropout=none,paper``: one job per preset, each in its own folder with its own export."""
+    """``vexpress-train -m dropout=cfg_only,paper``: one job per preset, each in its own folder with its own export."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "1"}
     ov = [o for o in ch.overrides(tmp_path, STAGE, cache) if not o.startswith(("paths.output_dir=", "dropout="))]
-    cmd = [sys.executable, "-m", "vexpress.cli.train", "-m", *ov, "dropout=none,paper", "trainer.max_steps=2",
+    cmd = [sys.executable, "-m", "vexpress.cli.train", "-m", *ov, "dropout=cfg_only,paper", "trainer.max_steps=2",
            "callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in ("0", "1"):
         assert (tmp_path / "sweep" / job / "stages" / "0_joint" / "export" / "DONE").is_file(), job
-    # each job logged the dropout rates it applied: the 'paper' job drops the strong conditions, 'none' does not
+    # each job logged the dropout rates it applied: the 'paper' job drops the strong conditions, 'cfg_only' does not
     rates = {}
     for job in ("0", "1"):
         import csv

@@ -3,7 +3,7 @@
     vexpress-train experiment=smoke
     vexpress-train curriculum=vexpress dropout=paper trainer=gpu
     vexpress-train curriculum=single stage=joint stage.init_from=/path/to/export
-    vexpress-train -m dropout=none,paper
+    vexpress-train -m dropout=cfg_only,paper
 
 The loop is :class:`vexpress.training.runner.CurriculumRunner` (how every stage's config is composed, what resumes
 and what is skipped: see there). Re-running with the same output folder (``hydra.run.dir=...``) resumes; a rerun of
