@@ -9,7 +9,7 @@ EXTRA_ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo test test-fast test-slow test-gpu test-all bench clean clean-logs
+.PHONY: help install browser demo lint test test-fast test-slow test-gpu test-all bench clean clean-logs
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -34,7 +34,11 @@ browser: ## chromium + chromedriver for the app's browser test (Debian packages,
 demo: install ## the main job on the embedded default (synthetic data, tiny model, 3 stages + ablations, report)
 	$(VENV)/bin/vexpress-demo $(EXTRA_ARGS)
 
-test: install browser ## every test that runs on a CPU, slow ones included
+lint: install ## flake8 and isort --check over src/ tests/ benchmarks/ (settings: setup.cfg [flake8], [isort])
+	$(VENV)/bin/flake8 src tests benchmarks
+	$(VENV)/bin/isort --check-only --diff src tests benchmarks
+
+test: install browser lint ## the linters, then every test that runs on a CPU, slow ones included
 	$(PY) -m pytest -m "not gpu and not weights" $(PYTEST_ARGS)
 
 test-fast: install ## the quick suite (no slow tests)

@@ -25,6 +25,7 @@ Figures are printed, never asserted; ``status`` is ``ok``, ``skipped`` (with a r
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -234,9 +235,9 @@ def check_parity(rep: Report, device: torch.device, parity_dir: Path) -> None:
         errs["ref_bank"] = max(rel(bank.features[k[len("ref_bank."):]], v) for k, v in io.items()
                                if k.startswith("ref_bank."))
 
-        def unet(**kw):
-            return net.denoising_unet(io["noisy_latents"], io["timestep"], audio_tokens=io["audio_tokens"][None],
-                                      kps_features=io["kps_features"], reference=bank, **kw)
+        # a partial rather than a closure over net/io/bank, which the `del` at the end releases
+        unet = functools.partial(net.denoising_unet, io["noisy_latents"], io["timestep"],
+                                 audio_tokens=io["audio_tokens"][None], kps_features=io["kps_features"], reference=bank)
 
         errs["unet_out_cond"] = rel(unet(), io["unet_out_cond"])
         errs["unet_out_weighted"] = rel(unet(reference_attention_weight=single["reference_attention_weight"],
@@ -261,7 +262,7 @@ def check_parity(rep: Report, device: torch.device, parity_dir: Path) -> None:
     rep.emit("parity", "ok" if worst <= 1e-4 else "error", set=cfg.get("set", parity_dir.name), tf32=False,
              worst_rel_err=worst, tolerance=1e-4, rel_err={k: float(f"{v:.3g}") for k, v in errs.items()},
              seconds=round(time.perf_counter() - t0, 2))
-    del net, pipe, io, bank
+    del net, pipe, io, bank, unet
     reset_peak(device)
 
 

@@ -10,14 +10,16 @@ from hydra import initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vexpress.utils.paths import CONF_DIR
 from tests.training import cli_helpers as ch
+from vexpress.utils.paths import CONF_DIR
 
 #: Config groups of the training app (the data group belongs to the data module's owner and is tested there, but
 #: its options are composed here too).
 GROUPS = ["paths", "data", "model", "model/vae", "noise_scheduler", "dropout", "stage", "curriculum", "trainer",
           "logger", "callbacks", "experiment", "debug", "hydra", "launcher"]
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
 def _has_submitit() -> bool:
     try:
         return importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
@@ -78,8 +80,8 @@ def test_stage_folders_come_from_the_curriculum_layout(tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_stages_instantiate(experiment, tmp_path):
     """The curriculum, each stage spec and the dropout rates of every experiment are valid objects."""
-    from vexpress.training.runner import check_stage_names, compose_stage_config
     from vexpress.training.dropout import DropSchedule
+    from vexpress.training.runner import check_stage_names, compose_stage_config
 
     ov = ch.overrides(tmp_path, [f"experiment={experiment}"])
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training import cli_helpers as ch
 from vexpress.utils.io import load_tensors
 from vexpress.utils.paths import REPO_ROOT
-from tests.training import cli_helpers as ch
 
 STAGE = ["experiment=smoke", "curriculum=single", "stage=joint", "stage.num_frames=2", "stage.batch_size=2",
          "stage.lr=1e-3", "trainer.max_steps=4", "dropout=ramp", "callbacks.model_checkpoint.every_n_train_steps=2",

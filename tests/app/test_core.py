@@ -5,9 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vexpress.app.core import (MOTION_TRANSFER, SCENARIOS, STILL_HEAD, Engine, Request, SessionFiles, Settings,
-                               preview_frames, preview_images, sampler_defaults, sampler_names,
-                               strategy_for)
+from vexpress.app.core import (
+    MOTION_TRANSFER,
+    SCENARIOS,
+    STILL_HEAD,
+    Engine,
+    Request,
+    SessionFiles,
+    Settings,
+    preview_frames,
+    preview_images,
+    sampler_defaults,
+    sampler_names,
+    strategy_for,
+)
 from vexpress.errors import InputError
 
 

@@ -279,8 +279,8 @@ def test_tiny_training_run_and_its_export_generate(whisper_dir, tmp_path):
     assert out.num_frames == 8
     # features of another width than the model's are refused with one line naming the fix
     with pytest.raises(InputError, match="data.audio_dim=32"):
-        ch.run(ch.overrides(tmp_path / "mismatch", stage, cache) + audio[:1] + ["data.audio_dim=80",
-                                                                                 "data.audio_encoder_info=null"])
+        ch.run(ch.overrides(tmp_path / "mismatch", stage, cache) + audio[:1]
+               + ["data.audio_dim=80", "data.audio_encoder_info=null"])
 
 
 @pytest.mark.slow
@@ -307,4 +307,3 @@ def test_preprocess_cli_stores_whisper_features(whisper_dir, tmp_path):
     assert rec.audio_encoder == enc.name
     assert rec.audio_features.shape == (enc.num_rows(rec.audio.numel()), D_MODEL)
     assert torch.allclose(rec.audio_features, enc.encode(rec.audio), atol=1e-5)
-

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.training import random_batches as fakes
+from tests.training.helpers import tiny_network
 from vexpress.callbacks.curriculum import CurriculumScheduler
 from vexpress.callbacks.ema import EMA
 from vexpress.models.conditioning import DropMask
 from vexpress.training.ema import EMAWeights
 from vexpress.training.probe import condition_influence
 from vexpress.training.stages import StageError, StageSpec
-from tests.training import random_batches as fakes
-from tests.training.helpers import tiny_network
 
 
 def test_curriculum_position_is_checked_on_resume():

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from vexpress.data.records import (
-    clean_partial, load_manifest, read_manifest, scan_clips, write_clip, write_manifest,
+    clean_partial,
+    load_manifest,
+    read_manifest,
+    scan_clips,
+    write_clip,
+    write_manifest,
 )
 from vexpress.errors import InputError
 

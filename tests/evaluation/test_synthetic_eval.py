@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from vexpress.evaluation.synthetic import SyntheticItem, evaluate_synthetic, mouth_control_summary, \
-    shuffled_audio_sources
+from vexpress.evaluation.synthetic import (
+    SyntheticItem,
+    evaluate_synthetic,
+    mouth_control_summary,
+    shuffled_audio_sources,
+)
 from vexpress.synthetic.face import render_background, render_frame
 from vexpress.synthetic.measure import identity_of
 

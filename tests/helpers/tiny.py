@@ -11,7 +11,8 @@ def tiny_config(audio_dim: int = 16, latent_downscale: int = 8) -> VExpressConfi
     return VExpressConfig.tiny(audio_embedding_dim=audio_dim, latent_downscale=latent_downscale)
 
 
-def tiny_net(seed: int = 0, audio_dim: int = 16, latent_downscale: int = 8, randomize_zero_init: bool = True) -> VExpressNet:
+def tiny_net(seed: int = 0, audio_dim: int = 16, latent_downscale: int = 8,
+             randomize_zero_init: bool = True) -> VExpressNet:
     """A tiny VExpressNet. With ``randomize_zero_init`` the official zero-initialised output layers (audio
     attention, motion ``proj_out``, guider ``conv_out``) get random values so every path influences the output."""
     torch.manual_seed(seed)

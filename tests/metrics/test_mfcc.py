@@ -31,6 +31,7 @@ def _reference_mfcc(sig: np.ndarray, sr: int = 16000) -> np.ndarray:
     power = (spec.real ** 2 + spec.imag ** 2) / nfft
     energy = power.sum(1)
     energy[energy == 0] = np.finfo(float).eps
+
     # 4. mel filterbank, filter by filter
     def mel(f):
         return 2595 * np.log10(1 + f / 700.0)

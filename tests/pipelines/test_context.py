@@ -16,8 +16,8 @@ def official_grid_windows(num_frames: int, size: int, overlap: int) -> list[list
 @pytest.mark.parametrize("size,overlap,n", [(24, 4, 1), (24, 4, 2), (24, 4, 46), (8, 2, 3), (16, 0, 5)])
 def test_same_windows_as_official_on_its_grid(size, overlap, n):
     num_frames = (n - 1) * (size - overlap) + size
-    assert [list(w) for w in context_windows(num_frames, size, overlap)] == official_grid_windows(num_frames, size,
-                                                                                                    overlap)
+    ours = [list(w) for w in context_windows(num_frames, size, overlap)]
+    assert ours == official_grid_windows(num_frames, size, overlap)
 
 
 @pytest.mark.parametrize("num_frames", [1, 5, 23, 24, 25, 44, 45, 61, 132, 925])

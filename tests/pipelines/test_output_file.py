@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,8 +15,15 @@ import pytest
 import torch
 
 from vexpress.errors import InputError
-from vexpress.pipelines.video_io import (TMP_SUFFIX, VideoWriter, remove_stale_temporaries, reserve_output,
-                                         reserved_for, stale_temporaries, write_video)
+from vexpress.pipelines.video_io import (
+    TMP_SUFFIX,
+    VideoWriter,
+    remove_stale_temporaries,
+    reserve_output,
+    reserved_for,
+    stale_temporaries,
+    write_video,
+)
 
 AAC_FRAME = 1024
 

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from vexpress.preprocessing.face import (
-    MOUTH_LANDMARKS, RECORD_LANDMARKS, FaceAnalyzer, kps_from_landmarks, mouth_box,
+    MOUTH_LANDMARKS,
+    RECORD_LANDMARKS,
+    FaceAnalyzer,
+    kps_from_landmarks,
+    mouth_box,
 )
 
 

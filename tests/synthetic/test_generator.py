@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from vexpress.synthetic.face import (
-    KPS_TEMPLATE, face_to_image, kps_from_pose, mouth_landmarks, pose_from_kps, render_frame, sample_identity,
+    KPS_TEMPLATE,
+    face_to_image,
+    kps_from_pose,
+    mouth_landmarks,
+    pose_from_kps,
+    render_frame,
+    sample_identity,
 )
 from vexpress.synthetic.generate import SynthConfig, ensure_synthetic_dataset, generate_clip, generate_dataset
 from vexpress.synthetic.speech import mouth_track, plan_syllables, synthesize
@@ -62,9 +68,9 @@ def test_mouth_landmarks_order():
 
 
 def test_dataset_splits_video_and_cache(tmp_path):
+    from vexpress.audio import load_audio
     from vexpress.data.records import load_manifest
     from vexpress.data.video import probe_video
-    from vexpress.audio import load_audio
 
     cfg = SynthConfig(**SMALL)
     root = ensure_synthetic_dataset(cfg, cache_dir=tmp_path, workers=1)

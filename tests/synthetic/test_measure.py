@@ -8,7 +8,12 @@ import pytest
 from vexpress.synthetic.face import kps_from_pose, render_frame
 from vexpress.synthetic.generate import SynthConfig, generate_clip
 from vexpress.synthetic.measure import (
-    appearance_descriptor, appearance_distance, fit_pose, measure_clip, measure_mouth, summarize,
+    appearance_descriptor,
+    appearance_distance,
+    fit_pose,
+    measure_clip,
+    measure_mouth,
+    summarize,
 )
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 
-from vexpress.models.config import VExpressConfig
+from tests.helpers.tiny import tiny_net
+from tests.training.random_batches import AUDIO_DIM, DOWNSCALE
 from vexpress.models.vexpress_net import VExpressNet
 from vexpress.training.lit_module import VExpressLitModule
 from vexpress.training.optim import adamw, constant_with_warmup
-
-from tests.training.random_batches import AUDIO_DIM, DOWNSCALE
 
 
 def scheduler():
@@ -21,10 +20,9 @@ def scheduler():
 
 
 def tiny_network(seed: int = 0) -> VExpressNet:
-    import torch
-
-    torch.manual_seed(seed)
-    return VExpressNet(VExpressConfig.tiny(audio_embedding_dim=AUDIO_DIM, latent_downscale=DOWNSCALE))
+    """:func:`tests.helpers.tiny.tiny_net` at the sizes of the training batches, zero-initialised layers kept (as
+    in training), in training mode."""
+    return tiny_net(seed, AUDIO_DIM, DOWNSCALE, randomize_zero_init=False).train()
 
 
 def lit_module(seed: int = 0, lr: float = 1e-3, vae=None, **kw) -> VExpressLitModule:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training import cli_helpers as ch
+from tests.training import random_batches as fakes
+from tests.training.helpers import scheduler, tiny_network
 from vexpress.training.distill import (
     ConsistencyDistillModule,
     alpha_bar,
@@ -21,9 +24,6 @@ from vexpress.training.distill import (
 from vexpress.training.optim import adamw
 from vexpress.training.stages import StageSpec, apply_stage
 from vexpress.utils.io import load_tensors
-from tests.training import cli_helpers as ch
-from tests.training import random_batches as fakes
-from tests.training.helpers import scheduler, tiny_network
 
 DISTILL_GROUPS = ["denoiser_base", "reference_attention", "audio_attention", "motion_modules"]
 

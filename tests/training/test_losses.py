@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.training.helpers import scheduler
 from vexpress.training.losses import diffusion_loss, lip_weight_map, min_snr_weights
 from vexpress.training.noise import DiffusionTargets
-from tests.training.helpers import scheduler
 
 
 def test_zero_terminal_snr_and_trailing_velocity_match_diffusers():

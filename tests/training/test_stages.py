@@ -9,6 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.training import random_batches as fakes
+from tests.training.helpers import lit_module, tiny_network
 from vexpress.callbacks.condition_dropout import ConditionDropout
 from vexpress.callbacks.curriculum import CurriculumScheduler
 from vexpress.callbacks.export import StageExport
@@ -25,8 +27,6 @@ from vexpress.training.stages import (
     trainable_parameter_names,
 )
 from vexpress.utils.paths import CONF_DIR
-from tests.training import random_batches as fakes
-from tests.training.helpers import lit_module, tiny_network
 
 
 def stage_from_conf(name: str, **over) -> StageSpec:

@@ -25,7 +25,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from vexpress.data.video import VIDEO_SUFFIXES
 from vexpress.errors import InputError
+from vexpress.pipelines.inputs import KPS_SUFFIXES
 
 log = logging.getLogger("vexpress.app")
 
@@ -59,7 +61,7 @@ def sampler_defaults(name: str) -> tuple[int, float]:
 
 
 #: Driving inputs the page accepts: videos, and keypoint files (ours, or the official kps.pth).
-DRIVING_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".pth", ".pt", ".npy")
+DRIVING_SUFFIXES = VIDEO_SUFFIXES + KPS_SUFFIXES
 
 
 def strategy_for(scenario: str, motion_transfer: str | None = None) -> str:
@@ -121,6 +123,7 @@ class Settings:
         sampler = cfg.get("sampler")
         name = str(sampler.get("name", "ddim")) if isinstance(sampler, Mapping) or hasattr(sampler, "get") \
             else str(sampler or "ddim")
+
         def number(key: str, default: Any, kind: type) -> Any:
             value = cfg.get(key, default)
             if value is None and key == "num_inference_steps":

@@ -21,9 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vexpress.app.core import (DRIVING_SUFFIXES, MOTION_TRANSFER, SCENARIOS, STILL_HEAD, Engine, Request, SessionFiles,
-                               Settings, describe_inputs, describe_result, preview_images, sampler_defaults,
-                               sampler_names)
+from vexpress.app.core import (
+    DRIVING_SUFFIXES,
+    MOTION_TRANSFER,
+    SCENARIOS,
+    STILL_HEAD,
+    Engine,
+    Request,
+    SessionFiles,
+    Settings,
+    describe_inputs,
+    describe_result,
+    preview_images,
+    sampler_defaults,
+    sampler_names,
+)
 from vexpress.errors import InputError, VExpressError
 
 log = logging.getLogger("vexpress.app")

@@ -114,8 +114,15 @@ def describe_config_error(err: BaseException, overrides: Sequence[str] | None = 
     ``overrides``: the command-line arguments, to quote the override that named an unknown key."""
     try:
         from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-        from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, GrammarParseError, InterpolationKeyError,
-                                      MissingMandatoryValue, UnsupportedInterpolationType, ValidationError)
+        from omegaconf.errors import (
+            ConfigAttributeError,
+            ConfigKeyError,
+            GrammarParseError,
+            InterpolationKeyError,
+            MissingMandatoryValue,
+            UnsupportedInterpolationType,
+            ValidationError,
+        )
     except ImportError:  # pragma: no cover - hydra/omegaconf are dependencies
         return None
     import re

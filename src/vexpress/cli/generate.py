@@ -28,7 +28,8 @@ from vexpress.errors import InputError, WeightsError
 
 log = logging.getLogger("vexpress.generate")
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov")
+#: Output names the generated H.264 + AAC MP4 may have (MP4-family containers only; inputs: data.video.VIDEO_SUFFIXES).
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 
 
 def _plain(value: Any) -> Any:
@@ -74,7 +75,8 @@ def typed_options(cfg) -> dict[str, Any]:
             out[key] = int(value)
         else:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-                raise InputError(f"{key}={value!r} must be a finite number (float), e.g. {key}={_EXAMPLES.get(key, 1.0)}")
+                raise InputError(f"{key}={value!r} must be a finite number (float), e.g. "
+                                 f"{key}={_EXAMPLES.get(key, 1.0)}")
             out[key] = float(value)
     if out["guidance_scale"] < 0 or (out["audio_guidance_scale"] is not None and out["audio_guidance_scale"] < 0):
         raise InputError("guidance_scale and audio_guidance_scale must be >= 0 (official 3.5; <= 1: no guidance)")
@@ -208,15 +210,15 @@ def run(cfg) -> Path:
 def _run(cfg) -> Path:
     from vexpress.pipelines.inputs import driving_tolerance
     from vexpress.pipelines.schedulers import DEFAULT_STEPS
-    from vexpress.pipelines.video_io import reserve_output
     from vexpress.pipelines.vexpress_pipeline import check_options, prepare_inputs
+    from vexpress.pipelines.video_io import reserve_output
     from vexpress.utils.io import write_json
 
     opt = typed_options(cfg)
     output = Path(str(cfg.output)).expanduser()
     if output.is_dir():
         raise InputError(f"output video path {output} is a directory; give a file name (e.g. {output / 'out.mp4'})")
-    if output.suffix.lower() not in VIDEO_SUFFIXES:
+    if output.suffix.lower() not in MP4_SUFFIXES:
         raise InputError(f"output {output} must end with .mp4 (or .m4v/.mov): the video is an H.264 + AAC MP4")
     sampler_name = str(cfg.sampler.name) if cfg.get("sampler") is not None else "ddim"
     steps = opt["num_inference_steps"] if opt["num_inference_steps"] is not None \

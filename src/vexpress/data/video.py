@@ -20,6 +20,8 @@ import numpy as np
 from vexpress.errors import InputError
 from vexpress.utils.io import atomic_path
 
+#: Suffixes of the video files the package reads (PyAV decodes them); folders of inputs are scanned for these.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".ts", ".wmv")
 #: Containers opened by a parent process before a fork: never touched (nor closed) in the child, where their
 #: decoder threads do not exist; kept referenced so they are not deallocated there either.
 _INHERITED: list = []

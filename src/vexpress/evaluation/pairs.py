@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from vexpress.data.video import VIDEO_SUFFIXES
 from vexpress.errors import InputError
 from vexpress.evaluation.media import Video
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 AUDIO_EXTS = (".wav", ".mp3", ".m4a", ".flac", ".aac", ".ogg")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -103,8 +103,8 @@ def find_gt_files(gt_dir: Path, clip_id: str) -> Dict[str, Optional[Path]]:
     """
     folder = gt_dir / clip_id
     flat = gt_dir / clip_id
-    video = _first_existing(_with_exts(folder / "gt", VIDEO_EXTS) + _with_exts(folder / "video", VIDEO_EXTS)
-                            + _with_exts(flat, VIDEO_EXTS))
+    video = _first_existing(_with_exts(folder / "gt", VIDEO_SUFFIXES) + _with_exts(folder / "video", VIDEO_SUFFIXES)
+                            + _with_exts(flat, VIDEO_SUFFIXES))
     audio = _first_existing(_with_exts(folder / "aud", AUDIO_EXTS) + _with_exts(folder / "audio", AUDIO_EXTS)
                             + _with_exts(flat, AUDIO_EXTS))
     kps = _first_existing([folder / "kps.pth", gt_dir / f"{clip_id}.kps.pth", gt_dir / f"{clip_id}_kps.pth",
@@ -118,7 +118,7 @@ def _gt_ids(gt_dir: Path) -> List[str]:
     for p in gt_dir.iterdir():
         if p.is_dir() and any(find_gt_files(gt_dir, p.name).values()):
             ids.add(p.name)
-        elif p.is_file() and p.suffix.lower() in VIDEO_EXTS:
+        elif p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
             ids.add(p.stem)
     return sorted(ids)
 
@@ -141,10 +141,10 @@ def discover_pairs(generated_dir: Optional[str | os.PathLike], gt_dir: Optional[
     generated = {}
     if gen_dir is not None:
         for p in sorted(gen_dir.iterdir()):
-            if p.is_file() and p.suffix.lower() in VIDEO_EXTS and not p.name.startswith("."):
+            if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."):
                 generated[p.stem] = p
         if not generated:
-            raise InputError(f"no videos ({', '.join(VIDEO_EXTS)}) in generated_dir {gen_dir}")
+            raise InputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in generated_dir {gen_dir}")
     gt_ids = _gt_ids(gdir) if gdir is not None else []
     ids = sorted(generated) if generated else gt_ids
     if generated and gdir is not None and not any(find_gt_files(gdir, cid)["gt"] is not None for cid in generated):
@@ -157,8 +157,7 @@ def discover_pairs(generated_dir: Optional[str | os.PathLike], gt_dir: Optional[
                          "generated video after its clip: <id>.mp4 for <id>/gt.mp4 or <id>.mp4")
     pairs = []
     for cid in ids:
-        files = find_gt_files(gdir, cid) if gdir is not None else {"gt": None, "audio": None, "kps": None,
-                                                                     "reference": None}
+        files = find_gt_files(gdir, cid) if gdir is not None else dict.fromkeys(("gt", "audio", "kps", "reference"))
         if files["gt"] is None and gdir is not None:
             if require_gt:
                 raise InputError(f"no ground truth for generated clip {cid} in {gdir} (expected {cid}/gt.mp4 or "

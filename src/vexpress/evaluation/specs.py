@@ -21,8 +21,16 @@ import numpy as np
 import torch
 
 from vexpress.errors import InputError, VExpressError
-from vexpress.evaluation.media import FaceTrack, Video, face_track, image_face, load_audio_file, load_image, \
-    load_kps_file, time_align
+from vexpress.evaluation.media import (
+    FaceTrack,
+    Video,
+    face_track,
+    image_face,
+    load_audio_file,
+    load_image,
+    load_kps_file,
+    time_align,
+)
 
 NAN = float("nan")
 

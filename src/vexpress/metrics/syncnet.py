@@ -124,8 +124,8 @@ def _read_syncnet_object(path) -> Any:
         except Exception as err:  # noqa: BLE001
             msg = str(first_err).strip().splitlines()[0][:160]
             raise WeightsError(
-                f"cannot read SyncNet weights {path} safely ({msg}); convert it once in a trusted session inside a syncnet_python "
-                "checkout (load the pickled model, save its state_dict() to syncnet_v2_sd.pth) and set "
+                f"cannot read SyncNet weights {path} safely ({msg}); convert it once in a trusted session inside a "
+                "syncnet_python checkout (load the pickled model, save its state_dict() to syncnet_v2_sd.pth) and set "
                 "metrics.syncnet.weights_path to that file"
             ) from err
     except Exception as err:  # noqa: BLE001

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 #: Intermediate elements above which inference (no autograd) splits a layer's rows into chunks (64 MB in fp32);
 #: the environment variable ``VEXPRESS_INFERENCE_CHUNK_ELEMENTS`` overrides it (e.g. to test the chunked path).
 INFERENCE_CHUNK_ELEMENTS = int(os.environ.get("VEXPRESS_INFERENCE_CHUNK_ELEMENTS", 1 << 24))

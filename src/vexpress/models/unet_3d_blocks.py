@@ -140,7 +140,8 @@ class UNetMidBlock3DCrossAttn(_Block):
             [Transformer3DModel(heads, in_channels // heads, in_channels, 1, groups, cross_attention_dim,
                                 use_linear_projection) for _ in range(num_layers)]
         )
-        self.motion_modules = nn.ModuleList([_motion(in_channels, use_motion, motion_kwargs) for _ in range(num_layers)])
+        self.motion_modules = nn.ModuleList(
+            [_motion(in_channels, use_motion, motion_kwargs) for _ in range(num_layers)])
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, ctx: DenoiseContext) -> torch.Tensor:
         x = self._run(self.resnets[0], x, temb)
@@ -168,9 +169,11 @@ class CrossAttnUpBlock3D(_Block):
                                                  cross_attention_dim, use_linear_projection))
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(attentions)
-        self.motion_modules = nn.ModuleList([_motion(out_channels, use_motion, motion_kwargs) for _ in range(num_layers)])
+        self.motion_modules = nn.ModuleList(
+            [_motion(out_channels, use_motion, motion_kwargs) for _ in range(num_layers)])
         self.upsamplers = (
-            nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
+            nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
+            if add_upsample else None
         )
 
     def forward(self, x: torch.Tensor, skips: tuple, temb: torch.Tensor, ctx: DenoiseContext,
@@ -198,9 +201,11 @@ class UpBlock3D(_Block):
             res_in = prev_output_channel if i == 0 else out_channels
             resnets.append(_resnet(res_in + skip, out_channels, temb_channels, eps, groups, act))
         self.resnets = nn.ModuleList(resnets)
-        self.motion_modules = nn.ModuleList([_motion(out_channels, use_motion, motion_kwargs) for _ in range(num_layers)])
+        self.motion_modules = nn.ModuleList(
+            [_motion(out_channels, use_motion, motion_kwargs) for _ in range(num_layers)])
         self.upsamplers = (
-            nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)]) if add_upsample else None
+            nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
+            if add_upsample else None
         )
 
     def forward(self, x: torch.Tensor, skips: tuple, temb: torch.Tensor, ctx: DenoiseContext,

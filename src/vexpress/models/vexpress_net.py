@@ -144,8 +144,8 @@ class VExpressNet(nn.Module):
         if reference is None and ref_latents is not None and not all_dropped(drop and drop.reference):
             if ref_latents.shape[0] not in (1, b) or ref_latents.shape[-2:] != (h, w):
                 raise ShapeError(
-                    f"reference latents {tuple(ref_latents.shape)} do not match noisy latents {tuple(noisy_latents.shape)}"
-                    " (need batch 1 or B and the same h, w)"
+                    f"reference latents {tuple(ref_latents.shape)} do not match noisy latents "
+                    f"{tuple(noisy_latents.shape)} (need batch 1 or B and the same h, w)"
                 )
             reference = self.encode_reference(ref_latents)
         if kps_features is None and kps_images is not None and not all_dropped(drop and drop.kps):

@@ -214,8 +214,8 @@ def prepare_reference(image: Any, width: int, height: int, analyzer: Callable | 
     if crop == "face":
         box = face_crop_box(face.bbox, img_w, img_h, width, height, crop_scale)
         if (box[2] - box[0]) < 0.8 * max(face.bbox[2] - face.bbox[0], 1) * crop_scale:
-            notes.append(f"the photo is too tight around the face for the usual margin; the face fills more of "
-                         f"the frame than in the official samples")
+            notes.append("the photo is too tight around the face for the usual margin; the face fills more of "
+                         "the frame than in the official samples")
     else:
         box = full_box(img_w, img_h)
         if abs(img_w / img_h - width / height) > 0.02:
@@ -378,7 +378,8 @@ def _driving_from_video(path: Path, width: int, height: int, crop: str, crop_sca
                              f"(or allow it with driving_max_missing={min(0.99, lacking / declared + 0.01):.2f})")
         msg = f"driving video {path}: read {read} frames" + (f" of the {declared} declared" if declared else "")
         if lacking > 0:
-            msg += f"; {lacking} could not be decoded (within the tolerance of {missing_allowed(declared, max_missing)})"
+            allowed = missing_allowed(declared, max_missing)
+            msg += f"; {lacking} could not be decoded (within the tolerance of {allowed})"
     if "could not be decoded" in msg:
         log.warning(msg)
     read_note = msg  # in the notes (the command line logs them)

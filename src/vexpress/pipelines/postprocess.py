@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 
 def _reflect_index(i: int, n: int) -> int:

@@ -44,7 +44,7 @@ NOISE_SCHEDULE: dict[str, Any] = {
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}),
     "dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                               "lower_order_final": True, "final_sigmas_type": "zero"}),
+                                              "lower_order_final": True, "final_sigmas_type": "zero"}),
     "unipc": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh2", "predict_x0": True,
                                           "lower_order_final": True}),
     "lcm": ("LCMScheduler", {"original_inference_steps": 50, "timestep_scaling": 10.0, "clip_sample": False,

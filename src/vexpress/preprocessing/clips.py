@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from vexpress.data.video import VIDEO_SUFFIXES
 from vexpress.errors import InputError, VExpressError
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".ts", ".wmv")
 SKIPPED_DIR = "skipped"
 REPORT = "report.json"
 

@@ -108,7 +108,12 @@ def make_identity(cfg: SynthConfig, index: int):
 def generate_clip(cfg: SynthConfig, index: int, clip: int) -> dict:
     """Everything about one clip, in memory: frames, audio, ground truth (no files written)."""
     from vexpress.synthetic.face import (
-        face_bbox, kps_from_pose, mouth_landmarks, pose_trajectory, render_background, render_frame,
+        face_bbox,
+        kps_from_pose,
+        mouth_landmarks,
+        pose_trajectory,
+        render_background,
+        render_frame,
     )
     from vexpress.synthetic.speech import SAMPLE_RATE, mouth_track, plan_syllables, synthesize
 
@@ -167,8 +172,7 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | os.PathLike, workers: int 
                      progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the whole set into ``out_dir`` (clip folders + manifest). Existing complete clips are kept."""
     from vexpress.audio import build_audio_encoder
-    from vexpress.data.records import clean_partial, is_clip_done, read_clip, clip_dir, write_manifest
-
+    from vexpress.data.records import clean_partial, clip_dir, is_clip_done, read_clip, write_manifest
     from vexpress.utils.io import check_writable_folder
 
     out = check_writable_folder(out_dir, "synthetic dataset folder")  # one-line error for a file or read-only path

@@ -26,7 +26,16 @@ import numpy as np
 
 from vexpress.errors import InputError
 from vexpress.synthetic.face import (
-    LIP_X, LIP_Y, MOUTH_AX0, MOUTH_AX1, MOUTH_AY1, MOUTH_INTERIOR, MOUTH_Y, Identity, kps_from_pose, render_background,
+    LIP_X,
+    LIP_Y,
+    MOUTH_AX0,
+    MOUTH_AX1,
+    MOUTH_AY1,
+    MOUTH_INTERIOR,
+    MOUTH_Y,
+    Identity,
+    kps_from_pose,
+    render_background,
     render_frame,
 )
 

@@ -332,10 +332,10 @@ def estimate_training_memory(
     layers = walk_activations(config, height, width, frames, batch, trainable)
     act_bytes = ACT_BYTES[precision]
     if checkpointing:
-        kept = sum(l.checkpoint_elements if l.checkpointed else l.elements for l in layers)
-        recompute = max((l.elements for l in layers if l.checkpointed), default=0.0)
+        kept = sum(la.checkpoint_elements if la.checkpointed else la.elements for la in layers)
+        recompute = max((la.elements for la in layers if la.checkpointed), default=0.0)
     else:
-        kept = sum(l.elements for l in layers)
+        kept = sum(la.elements for la in layers)
         recompute = 0.0
     mixed = precision != "32-true"
     components = {
@@ -347,7 +347,7 @@ def estimate_training_memory(
         "activations": kept * act_bytes,
         "recompute": recompute * act_bytes,
         # without checkpointing; with it the recompute term is the largest layer's transient
-        "workspace": 0.0 if checkpointing else max((l.elements for l in layers), default=0.0) * act_bytes,
+        "workspace": 0.0 if checkpointing else max((la.elements for la in layers), default=0.0) * act_bytes,
     }
     return MemoryEstimate(stage, frames, batch, height, width, precision, optimizer, checkpointing, n_train, n_frozen,
                           components, layers)

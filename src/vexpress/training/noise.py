@@ -31,7 +31,8 @@ class DiffusionTargets:
         self.num_train_timesteps = int(cfg.num_train_timesteps)
         self.prediction_type = str(cfg.prediction_type)
         if self.prediction_type not in PREDICTION_TYPES:
-            raise InputError(f"noise scheduler prediction_type {self.prediction_type!r} is not one of {PREDICTION_TYPES}")
+            raise InputError(f"noise scheduler prediction_type {self.prediction_type!r} is not one of "
+                             f"{PREDICTION_TYPES}")
         self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64).clone()
 
     @property

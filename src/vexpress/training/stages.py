@@ -88,7 +88,8 @@ class StageSpec:
         self.zero_init = list(self.zero_init or [])
         unknown = [g for g in self.trainable if g not in KNOWN_GROUPS]
         if unknown:
-            raise InputError(f"stage {self.name!r}: unknown parameter groups {unknown}; choose from {list(KNOWN_GROUPS)}")
+            raise InputError(f"stage {self.name!r}: unknown parameter groups {unknown}; choose from "
+                             f"{list(KNOWN_GROUPS)}")
         if not self.trainable:
             raise InputError(f"stage {self.name!r} trains nothing; list at least one parameter group in `trainable`")
         for key in ("num_frames", "batch_size", "max_steps"):

@@ -2,9 +2,10 @@
 synthetic benchmark (the embedded default has no downloadable weights).
 
 The tiny VAE is an ordinary ``AutoencoderKL`` (4 latent channels, downscale 4 or 8), trained with an L1 + L2
-reconstruction loss (optionally weighted up inside given masks, e.g. the mouth) and a small KL term. After fitting, its latent scale is *standardised*: the encoder's mean head
-and the decoder's input are rescaled so that ``latent x 0.18215`` has unit standard deviation on the training
-frames. The network config's ``vae_scaling_factor`` (0.18215) is therefore right for every VAE the package uses.
+reconstruction loss (optionally weighted up inside given masks, e.g. the mouth) and a small KL term. After fitting,
+its latent scale is *standardised*: the encoder's mean head and the decoder's input are rescaled so that
+``latent x 0.18215`` has unit standard deviation on the training frames. The network config's ``vae_scaling_factor``
+(0.18215) is therefore right for every VAE the package uses.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 SD_SCALING_FACTOR = 0.18215
 
 
-def tiny_vae_config(latent_downscale: int = 4, width: int = 8, attention: bool = False, groups: int = 2) -> dict[str, Any]:
+def tiny_vae_config(latent_downscale: int = 4, width: int = 8, attention: bool = False,
+                    groups: int = 2) -> dict[str, Any]:
     """Config of the tiny AutoencoderKL: ``log2(latent_downscale) + 1`` blocks of ``width, 2*width, 4*width, ...``
     channels (capped at ``4*width``); ``attention``: keep the mid-block self-attention of the SD VAE."""
     blocks = {8: 4, 4: 3, 2: 2}.get(int(latent_downscale))
@@ -70,8 +72,8 @@ def load_vae(path: str | os.PathLike):
     if not (path / "config.json").is_file():
         raise WeightsError(f"no VAE at {path} (expected a diffusers AutoencoderKL folder with config.json); "
                            "run vexpress-demo once to fit the tiny VAE, or point the config to sd-vae-ft-mse")
-    return AutoencoderKL.from_pretrained(str(path), local_files_only=True,
-                                        low_cpu_mem_usage=False).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=False)
+    return vae.eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def load_or_fit_tiny_vae(
     vae = tiny_vae(latent_downscale, seed, width, attention)
     t0 = time.perf_counter()
     stats = fit_vae(vae, frames, steps=steps, batch_size=batch_size, lr=lr, seed=seed, crop=crop, weights=weights,
-                    progress=(lambda s, l: progress(s, steps, l)) if progress else None)
+                    progress=(lambda s, loss: progress(s, steps, loss)) if progress else None)
     k = standardise_latent_scale(vae, frames[:: max(1, frames.shape[0] // 1024)])
     info = {"key": key, **meta, **stats, "latent_rescale": k, "frames": int(frames.shape[0]),
             "seconds": time.perf_counter() - t0}

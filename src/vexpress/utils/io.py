@@ -113,7 +113,8 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                 metadata: Mapping[str, str] | None = None) -> None:
     """Atomically save a flat dict of tensors: safetensors for ``.safetensors``, else ``torch.save``."""
     import torch
 
