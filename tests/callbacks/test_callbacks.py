@@ -7,8 +7,8 @@ import torch
 
 from tests.training import random_batches as fakes
 from tests.training.helpers import tiny_network
-from vexpress.callbacks.curriculum import CurriculumScheduler
 from vexpress.callbacks.ema import EMA
+from vexpress.callbacks.stage_scheduler import StageScheduler
 from vexpress.models.conditioning import DropMask
 from vexpress.training.ema import EMAWeights
 from vexpress.training.probe import condition_influence
@@ -17,12 +17,16 @@ from vexpress.training.stages import StageError, StageSpec
 
 def test_curriculum_position_is_checked_on_resume():
     spec = StageSpec(name="joint", trainable=["motion_modules"])
-    cb = CurriculumScheduler(spec, 2, ["image", "audio_motion", "joint"])
+    cb = StageScheduler(spec, 2, ["image", "audio_motion", "joint"])
     state = cb.state_dict()
     assert state == {"stage_index": 2, "stage_name": "joint", "stages": ["image", "audio_motion", "joint"]}
-    CurriculumScheduler(spec, 2).load_state_dict(state)
+    StageScheduler(spec, 2).load_state_dict(state)
     with pytest.raises(StageError):
-        CurriculumScheduler(StageSpec(name="image", trainable=["v_kps_guider"]), 0).load_state_dict(state)
+        StageScheduler(StageSpec(name="image", trainable=["v_kps_guider"]), 0).load_state_dict(state)
+    # a checkpoint written before the rename (state under the old class name) is checked too
+    with pytest.raises(StageError):
+        StageScheduler(StageSpec(name="image", trainable=["v_kps_guider"]), 0).on_load_checkpoint(
+            None, None, {"callbacks": {"CurriculumScheduler": state}})
 
 
 def test_ema_weights_average_and_restore():

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from tests.training import random_batches as fakes
 from tests.training.helpers import lit_module, tiny_network
 from vexpress.callbacks.condition_dropout import ConditionDropout
-from vexpress.callbacks.curriculum import CurriculumScheduler
 from vexpress.callbacks.export import StageExport
+from vexpress.callbacks.stage_scheduler import StageScheduler
 from vexpress.errors import InputError
 from vexpress.models.conditioning import DropMask
 from vexpress.models.vexpress_net import PARAMETER_GROUPS
@@ -115,7 +115,7 @@ def test_stage_chain_invariants(tmp_path):
             spec.init_from = str(previous)
         model = lit_module(seed=i + 10)  # a different random init: everything must come from the export
         export_dir = tmp_path / f"{i}_{spec.name}"
-        sched = CurriculumScheduler(spec, i, [s.name for s in specs])
+        sched = StageScheduler(spec, i, [s.name for s in specs])
         trainer = pl.Trainer(callbacks=[sched, ConditionDropout({"uncond": 0.0}), StageExport(str(export_dir))],
                              max_steps=spec.max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)

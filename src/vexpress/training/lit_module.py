@@ -8,7 +8,7 @@ Everything is injected, built by Hydra from ``conf/model/*.yaml``:
 - ``vae``: the frozen ``diffusers.AutoencoderKL`` (only needed when batches carry images instead of cached latents);
 - ``audio_encoder``: the frozen audio encoder, kept for sample videos (training batches carry audio features).
 
-The module owns the loss wiring only. Which parameters train is decided by the stage (``CurriculumScheduler``),
+The module owns the loss wiring only. Which parameters train is decided by the stage (``StageScheduler``),
 which conditions are dropped by ``ConditionDropout`` (it puts a :class:`DropMask` under ``batch["drop"]``); scalar
 knobs such as the lip-loss weight are plain attributes that the curriculum sets per step.
 

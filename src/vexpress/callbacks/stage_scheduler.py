@@ -1,4 +1,4 @@
-"""``CurriculumScheduler``: puts the model into its stage and guards the stage's invariants (house style §4.6).
+"""``StageScheduler``: puts the model into the stage of its fit and guards that stage's invariants (house style §4.6).
 
 One ``trainer.fit`` runs one stage; :class:`vexpress.training.runner.CurriculumRunner` loops over the curriculum and
 builds a fresh Trainer per stage. This callback, per fit:
@@ -34,9 +34,14 @@ from vexpress.training.stages import (
 
 log = logging.getLogger(__name__)
 
+#: The key of this callback's state in checkpoints written before it was renamed from ``CurriculumScheduler``.
+LEGACY_STATE_KEY = "CurriculumScheduler"
 
-class CurriculumScheduler(pl.Callback):
-    """Args:
+
+class StageScheduler(pl.Callback):
+    """Applies one curriculum stage to the model of a fit and checks the stage's invariants (module docstring).
+
+    Args:
     stage: the stage this fit runs (a :class:`StageSpec` or its config mapping).
     stage_index: position of the stage in the curriculum.
     stages: names of all stages of the curriculum (for logging and checkpoint checks).
@@ -75,6 +80,13 @@ class CurriculumScheduler(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._frozen is not None:
             check_frozen_unchanged(pl_module.net, self._frozen, self.spec.name)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # checkpoints written before the rename hold this callback's state under its old class name
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key not in states and LEGACY_STATE_KEY in states:
+            self.load_state_dict(states[LEGACY_STATE_KEY])
 
     def state_dict(self) -> dict[str, Any]:
         return {"stage_index": self.stage_index, "stage_name": self.spec.name, "stages": list(self.stages)}
