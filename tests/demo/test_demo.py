@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vexpress.utils.paths import REPO_ROOT
 from tests.training.cli_helpers import SMALL_DATA
+from vexpress.utils.paths import REPO_ROOT
 
 
 @pytest.mark.slow
@@ -136,4 +136,3 @@ def test_shipped_demo_config_declares_one_recipe():
 
     roles = run_roles(OmegaConf.load(CONF_DIR / "demo.yaml").runs)
     assert roles == {"recipe": "recipe", "progressive_no_dropout": "ablation", "joint_only": "ablation"}
-

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from vexpress.cli._common import hydra_main, tidy_lightning_logging, user_errors
 
-
 LOG_FILE = "demo.log"
 
 

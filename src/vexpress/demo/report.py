@@ -191,8 +191,8 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
               "| run | stage | audio | audio (lip) | reference | kps |", "|---|---|---|---|---|---|"]
     for run, rows in probes.items():
         for r in rows:
-            lines.append(f"| {run} | {stage_id(r['index'], r['stage'])} | {_f(r.get('audio'))} | {_f(r.get('audio_lip'))} | "
-                         f"{_f(r.get('reference'))} | {_f(r.get('kps'))} |")
+            lines.append(f"| {run} | {stage_id(r['index'], r['stage'])} | {_f(r.get('audio'))} | "
+                         f"{_f(r.get('audio_lip'))} | {_f(r.get('reference'))} | {_f(r.get('kps'))} |")
     lines += ["", "## Wall time per phase", "", "| phase | seconds |", "|---|---|"]
     for k, v in report["seconds"].items():
         lines.append(f"| {k} | {v:.1f} |")

@@ -40,6 +40,9 @@ from vexpress.utils.io import write_json
 
 log = logging.getLogger("vexpress.demo")
 
+#: What the report keeps of each stage record of the runner.
+TRAIN_RECORD_KEYS = ("stage", "index", "global_step", "skipped", "stage_key", "stage_dir", "probe", "metrics")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # configs
@@ -248,9 +251,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "seconds": {**phases.seconds, "total": phases.total},
         "data": {"root": str(root), "train_clips": len(train_records), "heldout_clips": len(held)},
         "vae": {k: v for k, v in vae_info.items() if k != "key"},
-        "train": {run: [{k: v for k, v in r.items() if k in ("stage", "index", "global_step", "skipped",
-                                                              "stage_key", "stage_dir", "probe", "metrics")}
-                        for r in rs] for run, rs in results.items()},
+        "train": {run: [{k: v for k, v in r.items() if k in TRAIN_RECORD_KEYS} for r in rs]
+                  for run, rs in results.items()},
         "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals, roles), "vae_floor": vae_floor,
         "protocol": scored_protocol(OmegaConf.to_container(cfg.eval, resolve=True), evals),
         "experiments": {run: str(spec.experiment) for run, spec in cfg.runs.items()},
@@ -264,4 +266,3 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     report["seconds"] = {**phases.seconds, "total": phases.total}
     write_json(out / "report.json", report)
     return report
-
