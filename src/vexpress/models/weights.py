@@ -164,8 +164,8 @@ def load_official(net: torch.nn.Module, source: str | os.PathLike | Mapping[str,
             union of the two files must then cover the UNet exactly.
     """
     files = find_official_files(source) if not isinstance(source, Mapping) else {k: Path(v) for k, v in source.items()}
-    wanted = list(modules) if modules is not None else ["denoising_unet", "reference_net", "v_kps_guider",
-                                                       "audio_projection"]
+    default = ["denoising_unet", "reference_net", "v_kps_guider", "audio_projection"]
+    wanted = list(modules) if modules is not None else default
     absent = [m for m in wanted if m not in files]
     if absent:
         where = source if not isinstance(source, Mapping) else "the given paths"
@@ -405,3 +405,123 @@ def init_from_moore(net: torch.nn.Module, reference_unet: str | os.PathLike | No
         _assign(net.v_kps_guider, tensors)
         report.sources["v_kps_guider"] = str(pose_guider)
     return report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the embedded foundation (the synthetic world's SD1.5 + Moore-AnimateAnyone)
+# --------------------------------------------------------------------------------------------------------------
+#: Manifest of a foundation folder: ``{"format": FOUNDATION_FORMAT, "network": VExpressConfig, "files": {...},
+#: "vae": "vae", ...provenance (command, commit, wall time, loss curve)}``.
+FOUNDATION_MANIFEST = "foundation.json"
+FOUNDATION_FORMAT = "vexpress-foundation"
+#: What a foundation holds, as Moore-AnimateAnyone does: ReferenceNet, the denoiser's 2D part (SD1.5 keys plus the
+#: reference attention ``attn1_5``/``norm1_5``), the keypoint guider; ``motion_module`` when motion was pretrained.
+FOUNDATION_FILES = ("reference_net", "denoising_unet", "v_kps_guider")
+
+
+def is_foundation(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / FOUNDATION_MANIFEST).is_file()
+
+
+def read_foundation_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / FOUNDATION_MANIFEST
+    if not path.is_file():
+        raise WeightsError(f"{directory} is not a foundation folder (no {FOUNDATION_MANIFEST}); run "
+                           "vexpress-foundation to make one")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FOUNDATION_FORMAT:
+        raise WeightsError(f"{path} is not a foundation manifest (format={manifest.get('format')!r})")
+    return manifest
+
+
+def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any, info: Mapping[str, Any],
+                    dtype: torch.dtype = torch.float16, motion: bool = False) -> dict[str, int]:
+    """Write a foundation folder atomically: the 2D part of ``net`` (and its motion modules when ``motion``) as
+    ``dtype`` safetensors in the official layout, the VAE under ``vae/`` and ``foundation.json`` (``info`` plus the
+    network config). Returns the size in bytes of each file."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
+    try:
+        dicts = official_state_dicts(net)
+        parts = {
+            "reference_net": dicts["reference_net"],
+            "denoising_unet": {k: v for k, v in dicts["denoising_unet"].items() if "motion_module" not in k},
+            "v_kps_guider": dicts["v_kps_guider"],
+        }
+        if motion:
+            parts["motion_module"] = dicts["motion_module"]
+        sizes = {}
+        for name, tensors in parts.items():
+            path = tmp / f"{name}.safetensors"
+            save_tensors(path, {k: v.to(dtype) for k, v in tensors.items()})
+            sizes[path.name] = path.stat().st_size
+        vae_dtype = vae.dtype
+        vae.to(dtype=dtype)
+        try:
+            vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
+        finally:
+            vae.to(dtype=vae_dtype)
+        sizes["vae"] = sum(p.stat().st_size for p in (tmp / "vae").iterdir())
+        manifest = {"format": FOUNDATION_FORMAT, "version": 1, "network": net.config.to_dict(), "vae": "vae",
+                    "files": sorted(parts), "dtype": str(dtype).replace("torch.", ""), **dict(info)}
+        (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sizes
+
+
+def init_from_foundation(net: torch.nn.Module, directory: str | os.PathLike) -> LoadReport:
+    """Initialise ``net`` from a foundation folder, strictly: ReferenceNet, the denoiser's 2D part (reference
+    attention included) and the V-Kps guider must match key for key and shape for shape; the motion modules too when
+    the foundation has them. What the foundation does not hold (audio projection, motion modules otherwise) keeps
+    its constructor initialisation, as the official stage 1 keeps what Moore-AnimateAnyone does not provide."""
+    directory = Path(directory)
+    manifest = read_foundation_manifest(directory)
+    files = {name: directory / f"{name}.safetensors" for name in manifest.get("files", FOUNDATION_FILES)}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise WeightsError(f"foundation {directory} lacks {', '.join(missing)}; rerun vexpress-foundation")
+    report = LoadReport()
+    ref = {k: v.float() for k, v in load_tensors(files["reference_net"], "foundation reference_net").items()}
+    check_state_dict("foundation reference_net", _module_tensors(net.reference_net), ref, files["reference_net"])
+    _assign(net.reference_net, ref)
+    report.sources["reference_net"] = str(files["reference_net"])
+    own = _module_tensors(net.denoising_unet)
+    unet = {k: v.float() for k, v in load_tensors(files["denoising_unet"], "foundation denoising_unet").items()}
+    check_state_dict("foundation denoising_unet (2D part)", {k: v for k, v in own.items() if "motion_module" not in k},
+                     unet, files["denoising_unet"])
+    if "motion_module" in files:
+        motion = {k: v.float() for k, v in load_tensors(files["motion_module"], "foundation motion_module").items()}
+        check_state_dict("foundation motion_module", {k: v for k, v in own.items() if "motion_module" in k}, motion,
+                         files["motion_module"])
+        unet.update(motion)
+        report.sources["motion_modules"] = str(files["motion_module"])
+    _assign(net.denoising_unet, {**own, **unet})
+    report.sources["denoising_unet (2D part)"] = str(files["denoising_unet"])
+    guider = {k: v.float() for k, v in load_tensors(files["v_kps_guider"], "foundation v_kps_guider").items()}
+    check_state_dict("foundation v_kps_guider", _module_tensors(net.v_kps_guider), guider, files["v_kps_guider"])
+    _assign(net.v_kps_guider, guider)
+    report.sources["v_kps_guider"] = str(files["v_kps_guider"])
+    return report
+
+
+def load_foundation_vae(directory: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """The foundation's VAE (stored in half precision), as ``dtype``, frozen and in eval mode."""
+    from diffusers import AutoencoderKL
+
+    directory = Path(directory)
+    manifest = read_foundation_manifest(directory)
+    vae_dir = directory / manifest.get("vae", "vae")
+    if not (vae_dir / "config.json").is_file():
+        raise WeightsError(f"foundation {directory} has no VAE at {vae_dir}; rerun vexpress-foundation")
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), local_files_only=True, low_cpu_mem_usage=False)
+    return vae.to(dtype=dtype).eval().requires_grad_(False)

@@ -18,10 +18,15 @@ from vexpress.utils.io import atomic_open
 
 
 def load_weights(net: torch.nn.Module, folder: str | os.PathLike) -> None:
-    """Load an export (or a folder of official files) into ``net`` strictly (keys and shapes must match)."""
-    from vexpress.models.weights import load_official
+    """Load an export (or a folder of official files) into ``net`` strictly (keys and shapes must match). A
+    foundation folder (``foundation.json``, see :func:`vexpress.models.weights.init_from_foundation`) loads its parts
+    strictly and leaves the layers it does not hold as the network built them."""
+    from vexpress.models.weights import init_from_foundation, is_foundation, load_official
 
-    load_official(net, folder)
+    if is_foundation(folder):
+        init_from_foundation(net, folder)
+    else:
+        load_official(net, folder)
 
 
 def export_stage(

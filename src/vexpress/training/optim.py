@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Iterable
 
 import torch
@@ -56,3 +57,28 @@ class _WarmupFactor:
 
     def __call__(self, step: int) -> float:
         return min(1.0, (step + 1) / self.warmup_steps)
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 1,
+                       final_factor: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then a cosine decay to ``final_factor`` x the base rate at
+    ``total_steps`` (constant after it). For short from-scratch runs (the embedded foundation), where a constant
+    rate ends noisy."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _CosineFactor(int(total_steps), int(warmup_steps),
+                                                                      float(final_factor)))
+
+
+class _CosineFactor:
+    """Picklable LR factor of :func:`cosine_with_warmup`."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, final_factor: float):
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = max(1, warmup_steps)
+        self.final_factor = final_factor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.final_factor + (1.0 - self.final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,171 @@
+"""``vexpress-foundation``: pretrain the embedded foundation that every demo run starts from.
+
+V-Express does not learn faces: its stage 1 starts from SD1.5 and Moore-AnimateAnyone weights and spends its budget
+on what is new. The synthetic world's equivalent is made here, once, and shipped in the repository
+(``experiments/foundation/weights``):
+
+1. ``data``: a pretraining split of many synthetic identities (``conf/experiment/foundation.yaml``: another seed
+   than the demo's benchmark, so no demo identity, trained or held out, is ever seen);
+2. ``vae``: the tiny ``AutoencoderKL`` fitted on its frames (mouth-weighted, as the demo's was);
+3. ``latents``: a latent cache of every clip;
+4. ``train``: the image stage (reference + keypoints -> frame) through the same curriculum loop as
+   ``vexpress-train``;
+5. ``ship``: ReferenceNet, the denoiser's 2D part and the V-Kps guider in the official file layout as float16
+   safetensors, the VAE, and ``foundation.json`` with the command, commit, wall time and loss curve
+   (:func:`vexpress.models.weights.save_foundation`).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from vexpress.utils.paths import REPO_ROOT
+
+log = logging.getLogger("vexpress.foundation")
+
+#: The shipped foundation must stay small enough to live in the repository (issue 10: 12 MB for all files).
+MAX_BYTES = 12 * 1024 * 1024
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit (``+dirty`` when the tree has changes), or ``unknown`` outside a git checkout."""
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def loss_curve(metrics_csv: Path, every: int = 1) -> list[dict[str, float]]:
+    """``[{step, loss}]`` from a Lightning CSV logger's ``metrics.csv`` (the ``train/loss`` column)."""
+    if not metrics_csv.is_file():
+        return []
+    rows = []
+    with open(metrics_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            loss = next((row[k] for k in ("train/loss", "train/loss_step", "loss") if row.get(k)), None)
+            if loss is None or not row.get("step"):
+                continue
+            rows.append({"step": int(float(row["step"])), "loss": float(loss)})
+    return rows[::max(1, every)]
+
+
+def train_overrides(cfg: Any, work: Path, extra: Sequence[str] = ()) -> list[str]:
+    return [f"experiment={cfg.experiment}", f"paths.output_dir={work / 'run'}", f"paths.root_dir={cfg.paths.root_dir}",
+            f"paths.cache_dir={cfg.paths.cache_dir}", f"model.vae.path={work / 'vae'}",
+            *list(cfg.get("train_overrides") or []), *extra]
+
+
+def run_foundation(cfg: Any) -> dict[str, Any]:
+    """Pretrain and ship the foundation described by ``cfg`` (``conf/foundation.yaml``); returns its manifest."""
+    import torch
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    from vexpress.data.records import load_manifest
+    from vexpress.demo.phases import Phases
+    from vexpress.demo.run import ensure_data, ensure_latents, load_frames, mouth_masks
+    from vexpress.models.weights import load_export, save_foundation
+    from vexpress.training.runner import CurriculumRunner
+    from vexpress.training.vae import load_or_fit_tiny_vae
+
+    torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
+    out = Path(cfg.output_dir)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    phases = Phases()
+
+    def compose_train(overrides: Sequence[str]):
+        return compose(config_name="train", overrides=list(overrides))
+
+    tcfg = compose_train(train_overrides(cfg, work))
+    with phases("data"):
+        root = ensure_data(tcfg.data)
+        train_records = load_manifest(root, split=tcfg.data.train_split)
+        all_records = load_manifest(root)
+    with phases("vae"):
+        vcfg = dict(cfg.vae)
+        vae, vae_info = load_or_fit_tiny_vae(work / "vae", lambda: load_frames(train_records), data_id=root.name,
+                                             latent_downscale=int(tcfg.data.latent_downscale),
+                                             weights_fn=lambda: mouth_masks(train_records), **vcfg)
+    with phases("latents"):
+        cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
+    with phases("train"):
+        overrides = train_overrides(cfg, work, [f"data.latent_cache={cache.path}"])
+        tcfg = compose_train(overrides)
+        results = CurriculumRunner(tcfg, overrides).run()
+    curriculum = instantiate(tcfg.curriculum, _convert_="all")
+    last = len(curriculum.stages) - 1
+    export = curriculum.export_dir(Path(tcfg.paths.output_dir), last)
+    curve = loss_curve(Path(tcfg.paths.output_dir) / "csv" / curriculum.stage_id(last) / "metrics.csv")
+    info = {
+        "command": "vexpress-foundation " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "commit": git_commit(),
+        "experiment": str(cfg.experiment),
+        "data": {"root": root.name, "train_clips": len(train_records), "clips": len(all_records),
+                 "synthetic": dict(tcfg.data.synthetic)},
+        "vae": {k: v for k, v in vae_info.items() if k != "key"},
+        "stages": [{"stage": r.get("stage"), "global_step": r.get("global_step"), "skipped": r.get("skipped", False)}
+                   for r in results],
+        "stage_config": {k: tcfg.stage[k] for k in ("max_steps", "batch_size", "lr")},
+        "loss_curve": curve,
+        "loss_first_last_100": _ends(curve),
+        "threads": torch.get_num_threads(),
+    }
+    with phases("ship"):
+        net = load_export(export, load_vae=False).net
+        info["seconds"] = {**phases.seconds, "total": phases.total}
+        sizes = save_foundation(out, net, vae, info, motion=bool(cfg.get("motion", False)))
+    total = sum(sizes.values())
+    if total > MAX_BYTES:
+        log.warning("the foundation takes %.1f MB, over the %.0f MB the repository allows", total / 2**20,
+                    MAX_BYTES / 2**20)
+    write_curve_plot(work / "loss_curve.png", curve)
+    print(f"[foundation] {out}: {total / 2**20:.2f} MB ({', '.join(f'{k} {v / 2**20:.2f}' for k, v in sizes.items())})"
+          f" in {phases.total:.0f} s", flush=True)
+    return {**info, "sizes": sizes}
+
+
+def _ends(curve: list[dict[str, float]], n: int = 100) -> dict[str, float]:
+    if not curve:
+        return {}
+    first = [r["loss"] for r in curve if r["step"] < curve[0]["step"] + n]
+    last = [r["loss"] for r in curve if r["step"] > curve[-1]["step"] - n]
+    return {"first": sum(first) / len(first), "last": sum(last) / len(last)}
+
+
+def write_curve_plot(path: Path, curve: list[dict[str, float]]) -> None:
+    """The pretraining loss (raw and a 50-step running mean) as a PNG."""
+    if not curve:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vexpress.utils.io import atomic_path
+
+    steps = [r["step"] for r in curve]
+    loss = [r["loss"] for r in curve]
+    k = max(1, min(50, len(loss) // 10))
+    smooth = [sum(loss[max(0, i - k + 1): i + 1]) / len(loss[max(0, i - k + 1): i + 1]) for i in range(len(loss))]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, lw=0.5, alpha=0.4, label="train loss")
+    ax.plot(steps, smooth, lw=1.5, label=f"running mean ({k} logs)")
+    ax.set_yscale("log" if min(loss) > 0 and max(loss) / max(min(loss), 1e-12) > 10 else "linear")
+    ax.set_xlabel("step")
+    ax.set_title("foundation pretraining (image stage)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

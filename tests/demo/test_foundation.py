@@ -1,0 +1,108 @@
+"""The embedded foundation: a few steps of its pretraining experiment rebuild a loadable foundation, and the shipped
+one loads strictly into the demo's model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.training.cli_helpers import SMALL_DATA
+from vexpress.errors import WeightsError
+from vexpress.models.config import VExpressConfig
+from vexpress.models.vexpress_net import VExpressNet
+from vexpress.models.weights import (
+    FOUNDATION_FILES,
+    init_from_foundation,
+    load_foundation_vae,
+    read_foundation_manifest,
+    save_foundation,
+)
+from vexpress.training.export import load_weights
+from vexpress.training.vae import tiny_vae
+from vexpress.utils.paths import REPO_ROOT
+
+SHIPPED = REPO_ROOT / "experiments" / "foundation" / "weights"
+
+
+def _demo_net(seed: int = 0) -> VExpressNet:
+    torch.manual_seed(seed)
+    return VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
+
+
+def _two_d(net: VExpressNet) -> dict[str, torch.Tensor]:
+    out = {f"ref.{k}": v for k, v in net.reference_net.state_dict().items()}
+    out.update({f"guider.{k}": v for k, v in net.v_kps_guider.state_dict().items()})
+    out.update({f"unet.{k}": v for k, v in net.denoising_unet.state_dict().items() if "motion_module" not in k})
+    return out
+
+
+def test_save_and_load_foundation_round_trip(tmp_path):
+    src, dst = _demo_net(0), _demo_net(1)
+    sizes = save_foundation(tmp_path / "f", src, tiny_vae(4, 0), {"command": "test"})
+    assert set(sizes) == {f"{n}.safetensors" for n in FOUNDATION_FILES} | {"vae"}
+    audio_before = {k: v.clone() for k, v in dst.audio_projection.state_dict().items()}
+    motion_before = {k: v.clone() for k, v in dst.denoising_unet.state_dict().items() if "motion_module" in k}
+    load_weights(dst, tmp_path / "f")  # the stage loader dispatches on foundation.json
+    a, b = _two_d(src), _two_d(dst)
+    for k in a:  # stored in float16: equal to float16 rounding
+        torch.testing.assert_close(b[k], a[k].half().float(), rtol=0, atol=0)
+    # what the foundation does not hold keeps the network's own initialisation (as the official stage 1)
+    for k, v in dst.audio_projection.state_dict().items():
+        assert torch.equal(v, audio_before[k])
+    for k, v in dst.denoising_unet.state_dict().items():
+        if "motion_module" in k:
+            assert torch.equal(v, motion_before[k])
+    vae = load_foundation_vae(tmp_path / "f")
+    assert vae.dtype == torch.float32 and not any(p.requires_grad for p in vae.parameters())
+    assert read_foundation_manifest(tmp_path / "f")["command"] == "test"
+
+
+def test_foundation_load_is_strict(tmp_path):
+    save_foundation(tmp_path / "f", _demo_net(0), tiny_vae(4, 0), {})
+    other = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=8))  # another guider
+    with pytest.raises(WeightsError):
+        init_from_foundation(other, tmp_path / "f")
+    (tmp_path / "f" / "v_kps_guider.safetensors").unlink()
+    with pytest.raises(WeightsError, match="lacks"):
+        init_from_foundation(_demo_net(), tmp_path / "f")
+    with pytest.raises(WeightsError, match="not a foundation"):
+        init_from_foundation(_demo_net(), tmp_path)
+
+
+@pytest.mark.skipif(not (SHIPPED / "foundation.json").is_file(), reason="no shipped foundation in this checkout")
+def test_shipped_foundation_loads_strictly_into_the_demo_model():
+    manifest = read_foundation_manifest(SHIPPED)
+    for key in ("command", "commit", "seconds", "loss_curve", "data"):
+        assert key in manifest, key
+    assert manifest["seconds"]["total"] > 0 and len(manifest["loss_curve"]) > 10
+    total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert total <= 12 * 1024 * 1024
+    net = _demo_net()
+    report = init_from_foundation(net, SHIPPED)
+    assert {"reference_net", "v_kps_guider"} <= set(report.sources)
+    assert load_foundation_vae(SHIPPED).config.latent_channels == net.config.latent_channels
+
+
+@pytest.mark.slow
+def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
+    """The shipped experiment, shrunk to a few steps: data, VAE, latents, image stage, and a foundation that loads."""
+    overrides = [*SMALL_DATA, "data.synthetic.num_identities=6", "data.synthetic.heldout_identities=2",
+                 "stage.max_steps=3", "stage.batch_size=2", "trainer.log_every_n_steps=1"]
+    train = ",".join(f'"{o}"' for o in overrides)
+    cmd = [sys.executable, "-m", "vexpress.cli.foundation", f"output_dir={tmp_path / 'weights'}",
+           f"work_dir={tmp_path / 'work'}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}",
+           f"train_overrides=[{train}]", "vae.steps=3", "threads=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = json.loads((tmp_path / "weights" / "foundation.json").read_text())
+    assert manifest["stages"][0]["global_step"] == 3
+    assert [r["step"] for r in manifest["loss_curve"]] and manifest["commit"]
+    assert manifest["data"]["synthetic"]["seed"] == 1000  # the pretraining split, not the demo's identities
+    net = _demo_net()
+    init_from_foundation(net, tmp_path / "weights")
