@@ -56,7 +56,7 @@ import vexpress.cli  # noqa: E402
 COMMANDS = {"train": ("vexpress-train", "data"), "demo": ("vexpress-demo", "paths"),
             "evaluate": ("vexpress-eval", "metrics"), "generate": ("vexpress-generate", "sampler"),
             "preprocess": ("vexpress-preprocess", None), "extract_kps": ("vexpress-extract-kps", None),
-            "synth": ("vexpress-synth", None)}
+            "synth": ("vexpress-synth", None), "foundation": ("vexpress-foundation", "paths")}
 
 
 def _cli(module: str, args, monkeypatch, capsys) -> tuple[int, str, str]:

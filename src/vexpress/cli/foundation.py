@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vexpress.cli._common import hydra_main, user_errors
+from vexpress.cli._common import hydra_main, tidy_lightning_logging, user_errors
 
 
 @user_errors
@@ -17,6 +17,7 @@ def task(cfg) -> None:
 
     check_writable_folder(str(cfg.work_dir), "work_dir")
     check_writable_folder(str(Path(str(cfg.output_dir)).parent), "the folder of output_dir")
+    tidy_lightning_logging()  # after Lightning is imported (by the runner), before the first fit
     run_foundation(cfg)
 
 

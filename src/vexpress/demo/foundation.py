@@ -73,10 +73,9 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
 
     from vexpress.data.records import load_manifest
     from vexpress.demo.phases import Phases
-    from vexpress.demo.run import ensure_data, ensure_latents, load_frames, mouth_masks
+    from vexpress.demo.prepare import ensure_data, ensure_latents, fit_vae
     from vexpress.models.weights import load_export, save_foundation
     from vexpress.training.runner import CurriculumRunner
-    from vexpress.training.vae import load_or_fit_tiny_vae
 
     torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
     out = Path(cfg.output_dir)
@@ -93,10 +92,7 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
         train_records = load_manifest(root, split=tcfg.data.train_split)
         all_records = load_manifest(root)
     with phases("vae"):
-        vcfg = dict(cfg.vae)
-        vae, vae_info = load_or_fit_tiny_vae(work / "vae", lambda: load_frames(train_records), data_id=root.name,
-                                             latent_downscale=int(tcfg.data.latent_downscale),
-                                             weights_fn=lambda: mouth_masks(train_records), **vcfg)
+        vae, vae_info = fit_vae(cfg.vae, work / "vae", root, train_records, int(tcfg.data.latent_downscale))
     with phases("latents"):
         cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
     with phases("train"):

@@ -52,23 +52,36 @@ def ablation_runs(evals: Mapping[str, Any], roles: Mapping[str, str]) -> list[st
     return [run for run, role in roles.items() if role == "ablation" and run in evals]
 
 
-def goals(evals: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str], goal_cfg: Mapping[str, Any]) -> dict:
-    """The demo's claims about the recipe run against each ablation run (``roles``: run -> role), checked on the
-    measured figures (never used to change anything). ``goal_cfg``: ``ratio_min``, ``no_worse_tolerance``."""
+def goals(evals: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str],
+          vae_floor: Mapping[str, Any] | None) -> dict:
+    """Issue 10's goals for the recipe run on the held-out identities, checked on the measured figures (never used to
+    change anything); the thresholds are :mod:`vexpress.evaluation.study`'s, which checks them over seeds. Whether the
+    recipe beats an ablation is not a goal of one run: the paired table gives the difference and its standard error,
+    the study (several seeds) gives the verdict."""
+    from vexpress.evaluation import study
+
     rec = evals.get(recipe_run(roles) or "")
     if rec is None:
         return {}
-    ratio_min = float(goal_cfg["ratio_min"])
-    g: dict[str, Any] = {"ratio_min": ratio_min}
-    g["recipe_ratio"] = rec["ratio"]
-    g["recipe_uses_audio"] = bool(rec["ratio"] is not None and rec["ratio"] >= ratio_min)
-    tol = float(goal_cfg["no_worse_tolerance"])
-    for ab in ablation_runs(evals, roles):
-        a = evals[ab]
-        g[f"beats_{ab}_on_mouth"] = bool(rec["mouth_err_correct"] < a["mouth_err_correct"])
-        g[f"identity_not_worse_than_{ab}"] = bool(rec["identity_err"] <= a["identity_err"] * (1 + tol))
-        g[f"pose_not_worse_than_{ab}"] = bool(rec["pose_err"] <= a["pose_err"] * (1 + tol))
-    g["all_met"] = all(v for k, v in g.items() if isinstance(v, bool))
+    floor = vae_floor or {}
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    g: dict[str, Any] = {}
+    checks = [("identity_err", rec.get("identity_err"), floor.get("identity_err"), study.GOAL_IDENTITY_OVER_FLOOR),
+              ("mouth_err_correct", rec.get("mouth_err_correct"), floor.get("mouth_err"), study.GOAL_MOUTH_OVER_FLOOR)]
+    for name, value, fl, factor in checks:
+        limit = factor * fl if finite(fl) else None
+        g[name] = {"value": value, "limit": limit, "rule": f"<= {factor:g} x VAE floor",
+                   "met": bool(finite(value) and limit is not None and value <= limit)}
+    ratio = rec.get("ratio")
+    g["ratio"] = {"value": ratio, "limit": study.GOAL_RATIO_MIN, "rule": f">= {study.GOAL_RATIO_MIN:g}",
+                  "met": bool(finite(ratio) and ratio >= study.GOAL_RATIO_MIN)}
+    pose = rec.get("pose_err")
+    g["pose_err"] = {"value": pose, "limit": study.GOAL_POSE_MAX_PX, "rule": f"<= {study.GOAL_POSE_MAX_PX:g} px",
+                     "met": bool(finite(pose) and pose <= study.GOAL_POSE_MAX_PX)}
+    g["all_met"] = all(v["met"] for v in g.values())
     return g
 
 
@@ -171,9 +184,13 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
     if gt:
         lines.append(f"| ground-truth video (measurement floor) | {_f(gt.get('mouth_err'))} | | | "
                      f"{_f(gt.get('mouth_corr'), 2)} | {_f(gt.get('identity_err'))} | {_f(gt.get('pose_err'), 2)} |")
-    lines += ["", "## Goals", ""]
+    lines += ["", "## Goals (recipe, held-out identities)", "", "| goal | measured | limit | rule | met |",
+              "|---|---|---|---|---|"]
     for k, v in g.items():
-        lines.append(f"- {k}: {_f(v, 2) if isinstance(v, float) else v}")
+        if isinstance(v, Mapping):
+            lines.append(f"| {k} | {_f(v.get('value'))} | {_f(v.get('limit'))} | {v.get('rule')} | {v.get('met')} |")
+    lines.append(f"\nAll goals met: **{g.get('all_met')}**. Recipe against the ablations: the paired table below for "
+                 "this seed; `experiments/demo/study.sh` for verdicts over seeds.")
     paired = report.get("paired") or {}
     if paired:
         recipe = recipe_run(report.get("roles") or {}) or "recipe"

@@ -3,7 +3,7 @@
 Phases (each timed, with progress bars), everything cached so a re-run only redoes what changed:
 
 1. ``data``: the synthetic talking-face benchmark (``vexpress.synthetic``, cached by config hash);
-2. ``vae``: a tiny real ``AutoencoderKL`` fitted on the training frames (cached, :mod:`vexpress.training.vae`);
+2. ``vae``: the embedded foundation's tiny ``AutoencoderKL`` (``conf/demo.yaml`` ``foundation``);
 3. ``latents``: a latent cache of every clip (``vexpress.data.cache``), so training reads tensors;
 4. ``train``: the demo experiments (``conf/experiment/demo_*.yaml``) through the same curriculum loop as
    ``vexpress-train``; a stage whose effective config equals an already trained one (the image stage of the recipe
@@ -20,18 +20,17 @@ Nothing here tunes the evaluation: the protocol is fixed in ``conf/demo.yaml`` a
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from vexpress.data.records import load_manifest
 from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_targets, sample_video
-from vexpress.demo.phases import Phases, progress_bar
+from vexpress.demo.phases import Phases
+from vexpress.demo.prepare import ensure_data, ensure_latents, foundation_vae
 from vexpress.demo.report import ROLES, goals, paired_table, scored_protocol, write_plot, write_report
 from vexpress.errors import InputError
 from vexpress.evaluation.synthetic import shuffled_audio_sources
@@ -68,90 +67,13 @@ def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
     out = Path(cfg.output_dir)
     return [f"experiment={cfg.runs[run].experiment}", f"paths.output_dir={out / 'runs' / run}",
             f"paths.root_dir={cfg.paths.root_dir}", f"paths.cache_dir={cfg.paths.cache_dir}",
-            *list(cfg.get("train_overrides") or []), *extra]
+            f"paths.foundation_dir={cfg.foundation}", *list(cfg.get("train_overrides") or []), *extra]
 
 
 def compose_train(overrides: Sequence[str]):
     from hydra import compose
 
     return compose(config_name="train", overrides=list(overrides))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# phases
-# ---------------------------------------------------------------------------------------------------------------
-def ensure_data(data_cfg: Any) -> Path:
-    from vexpress.synthetic import ensure_synthetic_dataset
-
-    bar = progress_bar(0, "synthetic clips")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        return ensure_synthetic_dataset(OmegaConf.to_container(data_cfg.synthetic, resolve=True),
-                                        cache_dir=data_cfg.cache_dir, workers=int(data_cfg.workers_for_synthesis),
-                                        progress=progress)
-    finally:
-        bar.close()
-
-
-def load_frames(records: Sequence[Any]) -> torch.Tensor:
-    """Every frame of ``records`` as (N, 3, H, W) in [-1, 1]."""
-    from vexpress.data.video import read_all_frames
-
-    frames = np.concatenate([read_all_frames(r.video)[: r.num_frames] for r in records])
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-def mouth_masks(records: Sequence[Any], scale: float = 1.5) -> torch.Tensor:
-    """(N, 1, H, W) boxes around each frame's lip landmarks (scaled ``scale`` x), in frame order of
-    :func:`load_frames`."""
-    from vexpress.data.talking_face import box_mask, lip_boxes
-
-    masks = []
-    for r in records:
-        boxes = lip_boxes(r.mouth.numpy()[: r.num_frames], scale)
-        masks.append(np.stack([box_mask(b, int(r.height), int(r.width)) for b in boxes]))
-    return torch.from_numpy(np.concatenate(masks))[:, None]
-
-
-def ensure_vae(cfg: Any, root: Path, train_records: Sequence[Any], latent_downscale: int):
-    from vexpress.training.vae import load_or_fit_tiny_vae
-
-    vcfg = dict(cfg.vae)
-    bar = progress_bar(int(vcfg["steps"]), "fit tiny VAE")
-
-    def progress(step: int, total: int, loss: float) -> None:
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss:.4f}")
-
-    try:
-        return load_or_fit_tiny_vae(Path(cfg.paths.cache_dir) / "tiny_vae", lambda: load_frames(train_records),
-                                    data_id=root.name, latent_downscale=latent_downscale, progress=progress,
-                                    weights_fn=lambda: mouth_masks(train_records), **vcfg)
-    finally:
-        bar.close()
-
-
-def ensure_latents(cfg: Any, root: Path, records: Sequence[Any], vae: Any, vae_info: Mapping[str, Any],
-                   image_size: int, crop: str):
-    from vexpress.data.cache import INDEX, LatentCache, build_latent_cache
-
-    key = f"{root.name}-{vae_info.get('key', 'vae')}-{image_size}-{crop}-{int(bool(cfg.latent_cache.flip))}"
-    path = Path(cfg.paths.cache_dir) / "latents" / key
-    if (path / INDEX).is_file():
-        return LatentCache(path)
-    tmp = path.with_name(f".{path.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_latent_cache(records, vae, tmp, image_size=image_size, crop=crop, flip=bool(cfg.latent_cache.flip),
-                       scaling_factor=float(vae.config.scaling_factor), batch_size=int(cfg.latent_cache.batch_size))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    return LatentCache(path)
 
 
 def train_runs(cfg: Any, latent_dir: Path, phases: Phases) -> dict[str, list[dict]]:
@@ -220,7 +142,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         held = load_manifest(root, split=tcfg.data.val_split)
         all_records = load_manifest(root)
     with phases("vae"):
-        vae, vae_info = ensure_vae(cfg, root, train_records, int(tcfg.data.latent_downscale))
+        vae, vae_info = foundation_vae(cfg.foundation)
     with phases("latents"):
         cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
     with phases("train"):
@@ -245,7 +167,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     if cfg.sample_video.get("enabled", True):
         with phases("sample_video"):
             video = sample_video(cfg, results, held, out)
-    g = goals(evals, roles, cfg.goals)
+    g = goals(evals, roles, vae_floor)
     report = {
         "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),
         "seconds": {**phases.seconds, "total": phases.total},

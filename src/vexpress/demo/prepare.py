@@ -1,0 +1,103 @@
+"""Data preparation shared by the demo and the foundation experiment: the synthetic set, the tiny VAE, the latent
+cache. Each step is cached, so a rerun only redoes what changed."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from vexpress.demo.phases import progress_bar
+
+
+def ensure_data(data_cfg: Any) -> Path:
+    from vexpress.synthetic import ensure_synthetic_dataset
+
+    bar = progress_bar(0, "synthetic clips")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return ensure_synthetic_dataset(OmegaConf.to_container(data_cfg.synthetic, resolve=True),
+                                        cache_dir=data_cfg.cache_dir, workers=int(data_cfg.workers_for_synthesis),
+                                        progress=progress)
+    finally:
+        bar.close()
+
+
+def load_frames(records: Sequence[Any]) -> torch.Tensor:
+    """Every frame of ``records`` as (N, 3, H, W) in [-1, 1]."""
+    from vexpress.data.video import read_all_frames
+
+    frames = np.concatenate([read_all_frames(r.video)[: r.num_frames] for r in records])
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def mouth_masks(records: Sequence[Any], scale: float = 1.5) -> torch.Tensor:
+    """(N, 1, H, W) boxes around each frame's lip landmarks (scaled ``scale`` x), in frame order of
+    :func:`load_frames`."""
+    from vexpress.data.talking_face import box_mask, lip_boxes
+
+    masks = []
+    for r in records:
+        boxes = lip_boxes(r.mouth.numpy()[: r.num_frames], scale)
+        masks.append(np.stack([box_mask(b, int(r.height), int(r.width)) for b in boxes]))
+    return torch.from_numpy(np.concatenate(masks))[:, None]
+
+
+def foundation_vae(foundation: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The foundation's VAE and its identity for cache keys (a digest of its weights: a rebuilt foundation gets new
+    latents)."""
+    from vexpress.models.weights import load_foundation_vae
+
+    vae = load_foundation_vae(foundation)
+    digest = hashlib.sha1()
+    for path in sorted((Path(foundation) / "vae").glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return vae, {"key": f"foundation-{digest.hexdigest()[:12]}", "source": str(foundation)}
+
+
+def fit_vae(vae_cfg: Mapping[str, Any], directory: Path, root: Path, train_records: Sequence[Any],
+            latent_downscale: int) -> tuple[Any, dict[str, Any]]:
+    """The tiny VAE fitted on the frames of ``train_records`` (mouth-weighted), cached in ``directory``."""
+    from vexpress.training.vae import load_or_fit_tiny_vae
+
+    vcfg = dict(vae_cfg)
+    bar = progress_bar(int(vcfg["steps"]), "fit tiny VAE")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    try:
+        return load_or_fit_tiny_vae(directory, lambda: load_frames(train_records), data_id=root.name,
+                                    latent_downscale=latent_downscale, progress=progress,
+                                    weights_fn=lambda: mouth_masks(train_records), **vcfg)
+    finally:
+        bar.close()
+
+
+def ensure_latents(cfg: Any, root: Path, records: Sequence[Any], vae: Any, vae_info: Mapping[str, Any],
+                   image_size: int, crop: str):
+    from vexpress.data.cache import INDEX, LatentCache, build_latent_cache
+
+    key = f"{root.name}-{vae_info.get('key', 'vae')}-{image_size}-{crop}-{int(bool(cfg.latent_cache.flip))}"
+    path = Path(cfg.paths.cache_dir) / "latents" / key
+    if (path / INDEX).is_file():
+        return LatentCache(path)
+    tmp = path.with_name(f".{path.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_latent_cache(records, vae, tmp, image_size=image_size, crop=crop, flip=bool(cfg.latent_cache.flip),
+                       scaling_factor=float(vae.config.scaling_factor), batch_size=int(cfg.latent_cache.batch_size))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return LatentCache(path)
