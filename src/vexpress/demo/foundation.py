@@ -82,6 +82,7 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     phases = Phases()
+    commit = git_commit()  # the code that runs, before anything can change the checkout
 
     def compose_train(overrides: Sequence[str]):
         return compose(config_name="train", overrides=list(overrides))
@@ -105,11 +106,11 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
     curve = loss_curve(Path(tcfg.paths.output_dir) / "csv" / curriculum.stage_id(last) / "metrics.csv")
     info = {
         "command": "vexpress-foundation " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "commit": git_commit(),
+        "commit": commit,
         "experiment": str(cfg.experiment),
         "data": {"root": root.name, "train_clips": len(train_records), "clips": len(all_records),
                  "synthetic": dict(tcfg.data.synthetic)},
-        "vae": {k: v for k, v in vae_info.items() if k != "key"},
+        "vae_fit": {k: v for k, v in vae_info.items() if k != "key"},
         "stages": [{"stage": r.get("stage"), "global_step": r.get("global_step"), "skipped": r.get("skipped", False)}
                    for r in results],
         "stage_config": {k: tcfg.stage[k] for k in ("max_steps", "batch_size", "lr")},

@@ -443,6 +443,7 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
     try:
+        tmp.chmod(0o755)  # a folder meant for a repository, not mkdtemp's private 0700
         dicts = official_state_dicts(net)
         parts = {
             "reference_net": dicts["reference_net"],
@@ -463,6 +464,9 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
         finally:
             vae.to(dtype=vae_dtype)
         sizes["vae"] = sum(p.stat().st_size for p in (tmp / "vae").iterdir())
+        reserved = {"format", "version", "network", "vae", "files", "dtype"} & set(info)
+        if reserved:
+            raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
         manifest = {"format": FOUNDATION_FORMAT, "version": 1, "network": net.config.to_dict(), "vae": "vae",
                     "files": sorted(parts), "dtype": str(dtype).replace("torch.", ""), **dict(info)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
