@@ -24,8 +24,8 @@ from vexpress.utils.paths import REPO_ROOT
 @pytest.mark.slow
 def test_demo_smoke(tmp_path):
     # a foundation of random weights (the shipped one is checked in test_foundation.py)
-    save_foundation(tmp_path / "foundation", VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80)),
-                    tiny_vae(4, 0), {"command": "test"})
+    net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
+    save_foundation(tmp_path / "foundation", net, tiny_vae(4, 0), {"command": "test"})
     data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
     train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=2"])
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
