@@ -16,7 +16,7 @@ reports=()
 for s in "${seeds[@]}"; do
   if [[ ! -f "${OUT}/seed_${s}/report.json" ]]; then
     "${ROOT}/.venv/bin/vexpress-demo" output_dir="${OUT}/seed_${s}" "train_overrides=[\"seed=${s}\"]" \
-        sample_video.enabled=false "$@"
+        sample_video.enabled=false eval.clips=24 "$@"
   fi
   reports+=("${OUT}/seed_${s}/report.json")
 done
