@@ -85,7 +85,9 @@ def test_shipped_foundation_loads_strictly_into_the_demo_model():
     net = _demo_net()
     report = init_from_foundation(net, SHIPPED)
     assert {"reference_net", "v_kps_guider"} <= set(report.sources)
-    assert load_foundation_vae(SHIPPED).config.latent_channels == net.config.latent_channels
+    vae = load_foundation_vae(SHIPPED)
+    assert vae.config.latent_channels == net.config.unet["in_channels"] == 4
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == net.config.latent_downscale
 
 
 @pytest.mark.slow
