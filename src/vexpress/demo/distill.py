@@ -525,10 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    from vexpress.cli._common import tidy_lightning_logging
     from vexpress.demo.report import _f
     from vexpress.training import runner  # noqa: F401 - imports Lightning, whose log handlers are tidied next
     from vexpress.utils.io import check_writable_folder, removing_empty_new_folders
+    from vexpress.utils.logging import tidy_lightning_logging
 
     tidy_lightning_logging()
     out = (Path(args.out) if args.out else Path(args.demo_output) / "distill").expanduser().absolute()

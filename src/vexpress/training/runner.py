@@ -19,7 +19,7 @@ trains the image stage shared by the recipe and an ablation once).
 
 Composing stage configs needs Hydra's global config search path (``hydra.initialize_config_dir``, or a
 ``@hydra.main`` application). Logging under Hydra is the application's business
-(:func:`vexpress.cli._common.tidy_lightning_logging`).
+(:func:`vexpress.utils.logging.tidy_lightning_logging`).
 """
 
 from __future__ import annotations
