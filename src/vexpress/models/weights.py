@@ -216,6 +216,18 @@ class Export:
         return self.manifest.get("extra") or {}
 
 
+def _publish_folder(tmp: Path, directory: Path) -> None:
+    """Move the complete folder ``tmp`` to ``directory``, replacing what is there: the old folder is renamed away
+    first, so ``directory`` is at every moment either the old complete folder or the new one."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save_export(directory: str | os.PathLike, net: torch.nn.Module, vae: Any | None = None,
                 audio_encoder: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
     """Write an export folder atomically: it appears complete under its final name or not at all.
@@ -243,13 +255,7 @@ def save_export(directory: str | os.PathLike, net: torch.nn.Module, vae: Any | N
             "extra": dict(extra) if extra else {},
         }
         (tmp / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _publish_folder(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -470,13 +476,7 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
         manifest = {"format": FOUNDATION_FORMAT, "version": 1, "network": net.config.to_dict(), "vae": "vae",
                     "files": sorted(parts), "dtype": str(dtype).replace("torch.", ""), **dict(info)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _publish_folder(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
