@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,9 +57,52 @@ def test_demo_smoke(tmp_path):
     assert all(e["clips"] == 2 for e in report["evaluation"].values())
     assert "2 held-out clips x 4 frames evaluated per run (eval.clips=50 requested)" in (out / "report.md").read_text()
     assert (out / "demo.log").is_file()
+    # train_workers=2: the recipe lane (recipe, then progressive_no_dropout reusing its stages) and joint_only trained
+    # in two processes, each writing its own console log
+    for lane in ("recipe+progressive_no_dropout", "joint_only"):
+        assert "stage" in (out / "runs" / f"train_{lane}.log").read_text()
     for name in ("report.md", "report.png", "sample.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     print("demo smoke phases:", {k: round(v, 1) for k, v in report["seconds"].items()})
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process parents from Linux /proc")
+@pytest.mark.slow
+def test_killed_demo_leaves_no_training_process(tmp_path):
+    from tests.preprocessing.test_reliability import _alive, _children
+
+    net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
+    save_foundation(tmp_path / "foundation", net, tiny_vae(4, 0), {"command": "test"})
+    data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
+    train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=100000"])  # trains until killed
+    cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
+           f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}", f"train_overrides=[{train}]",
+           f"foundation={tmp_path / 'foundation'}", "threads=2", "train_workers=2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 400
+        lanes = ("recipe+progressive_no_dropout", "joint_only")
+        logs = [tmp_path / "out" / "runs" / f"train_{lane}.log" for lane in lanes]
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers |= {c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            if len(workers) >= 2 and all(p.is_file() and "stage 1/" in p.read_text() for p in logs):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None and len(workers) >= 2, "the demo ended before both lanes trained"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "training processes outlived the killed demo"
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _demo_main(args, monkeypatch, capsys) -> tuple[int, str]:

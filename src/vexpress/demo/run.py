@@ -78,16 +78,121 @@ def compose_train(overrides: Sequence[str]):
 
 def train_runs(cfg: Any, latent_dir: Path, phases: Phases) -> dict[str, list[dict]]:
     """Train every demo run with the training loop of ``vexpress-train``; with ``share_identical_stages`` a stage
-    whose key equals one already trained (in this demo) is trained once and copied."""
-    results: dict[str, list[dict]] = {}
-    shared: dict[str, Path] | None = {} if cfg.get("share_identical_stages", True) else None
-    for run in cfg.runs:
-        overrides = train_overrides(cfg, run, [f"data.latent_cache={latent_dir}"])
-        t = time.perf_counter()
-        stages = CurriculumRunner(compose_train(overrides), overrides).run(shared=shared)
-        phases.seconds[f"train/{run}"] = time.perf_counter() - t
-        results[run] = [{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages]
-    return results
+    whose key equals one already trained (in this demo) is trained once and copied.
+
+    With ``train_workers`` > 1 the runs are trained in that many processes at once (:func:`training_lanes`: runs that
+    share their first stage stay in one lane, in order), the torch threads split between them. On a small CPU two
+    one-thread processes do more work than one two-thread process: the demo's tiny model runs many small kernels
+    that do not keep two threads busy."""
+    overrides = {run: train_overrides(cfg, run, [f"data.latent_cache={latent_dir}"]) for run in cfg.runs}
+    share = bool(cfg.get("share_identical_stages", True))
+    lanes = training_lanes(overrides) if share else [[run] for run in overrides]
+    workers = min(int(cfg.get("train_workers") or 1), len(lanes))
+    if workers <= 1:
+        shared: dict[str, Path] | None = {} if share else None
+        results = {}
+        for run in cfg.runs:
+            t = time.perf_counter()
+            stages = CurriculumRunner(compose_train(overrides[run]), overrides[run]).run(shared=shared)
+            phases.seconds[f"train/{run}"] = time.perf_counter() - t
+            results[run] = [{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages]
+        return results
+    return _train_in_processes(cfg, lanes, overrides, workers, share, phases)
+
+
+def training_lanes(overrides: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """The runs grouped into lanes that can train at the same time: runs whose first stage has the same stage key
+    (so the later ones reuse it) share a lane, in the order given."""
+    lanes: dict[str, list[str]] = {}
+    for run, ov in overrides.items():
+        key = CurriculumRunner(compose_train(ov), ov).stage_config(0).stage_key
+        lanes.setdefault(key, []).append(run)
+    return list(lanes.values())
+
+
+def lane_log(out: Path, lane: Sequence[str]) -> Path:
+    """Where a training process of the demo writes its console output."""
+    return out / "runs" / f"train_{'+'.join(lane)}.log"
+
+
+def _train_in_processes(cfg: Any, lanes: Sequence[Sequence[str]], overrides: Mapping[str, Sequence[str]],
+                        workers: int, share: bool, phases: Phases) -> dict[str, list[dict]]:
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from vexpress.errors import VExpressError
+    from vexpress.utils.paths import CONF_DIR
+
+    out = Path(cfg.output_dir)
+    threads = max(1, int(cfg.get("threads") or torch.get_num_threads()) // workers)
+    logs = [lane_log(out, lane) for lane in lanes]
+    log.info("training %d runs in %d processes (%d torch thread%s each): %s; their output: %s", len(overrides),
+             workers, threads, "" if threads == 1 else "s", " | ".join(", ".join(lane) for lane in lanes),
+             ", ".join(str(p) for p in logs))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_train_lane, str(CONF_DIR), [(run, list(overrides[run])) for run in lane], share,
+                               threads, os.getpid(), str(path)): (lane, path) for lane, path in zip(lanes, logs)}
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [fut for fut in done if fut.exception() is not None]
+        results: dict[str, list[dict]] = {}
+        for fut in failed + [f for f in futures if f not in failed]:  # a failure is reported before any wait
+            lane, path = futures[fut]
+            try:
+                lane_results = fut.result()
+            except BrokenProcessPool as err:
+                raise VExpressError(f"the training process of {', '.join(lane)} died; its output: {path}") from err
+            except Exception as err:
+                log.error("training %s failed; its output: %s", ", ".join(lane), path)
+                raise err
+            for run, (records, seconds) in lane_results.items():
+                results[run] = records
+                phases.seconds[f"train/{run}"] = seconds
+        return {run: results[run] for run in overrides}
+    finally:
+        # a failure or an interrupt stops the other lane too: nothing keeps training after the demo ends
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _train_lane(conf_dir: str, lane: Sequence[tuple[str, Sequence[str]]], share: bool, threads: int, parent: int,
+                log_path: str) -> dict[str, tuple[list[dict], float]]:
+    """One training process of :func:`train_runs`: the lane's runs in order, console output to ``log_path``."""
+    import os
+
+    from vexpress.utils.native import exit_with_parent
+
+    exit_with_parent(parent)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+                        force=True)
+    torch.set_num_threads(threads)
+    from hydra import initialize_config_dir
+
+    from vexpress.utils.logging import tidy_lightning_logging
+
+    tidy_lightning_logging()
+    out: dict[str, tuple[list[dict], float]] = {}
+    shared: dict[str, Path] | None = {} if share else None
+    with initialize_config_dir(config_dir=conf_dir, version_base=None):
+        for run, ov in lane:
+            t = time.perf_counter()
+            try:
+                stages = CurriculumRunner(compose_train(ov), ov).run(shared=shared)
+            except BaseException:
+                log.exception("training %s failed", run)
+                raise
+            out[run] = ([{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages],
+                        time.perf_counter() - t)
+    return out
 
 
 def probe_batch(tcfg: Any, latent_dir: Path, clips: int, frames: int) -> dict:

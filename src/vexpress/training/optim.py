@@ -24,11 +24,17 @@ def adamw(
     weight_decay: float = 1e-2,
     eps: float = 1e-8,
     use_8bit: bool = False,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW, the official settings by default (spec §4.1).
 
     ``use_8bit`` picks ``bitsandbytes.optim.AdamW8bit`` (the official optimizer) when bitsandbytes is installed and
     the parameters live on CUDA; otherwise it falls back to ``torch.optim.AdamW`` and says so in the log.
+
+    ``fused`` (torch AdamW): one fused kernel for every parameter instead of a Python loop over them. ``None``
+    (default) uses it when every parameter is a floating-point tensor on the CPU or CUDA. On a CPU torch's own
+    default is the loop: for the demo model's 1,317 tensors (4.3 M parameters) one step took 114 ms with the loop,
+    67 ms with ``foreach`` and 18 ms fused (2 cores; benchmarks/bench_optimizer.py).
     """
     params = list(params)
     betas = (float(betas[0]), float(betas[1]))
@@ -40,7 +46,9 @@ def adamw(
     if use_8bit:
         why = "bitsandbytes is not installed" if not bitsandbytes_available() else "the parameters are not on CUDA"
         log.warning("8-bit AdamW requested but %s; using torch.optim.AdamW", why)
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+    if fused is None:
+        fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=bool(fused))
 
 
 def constant_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
