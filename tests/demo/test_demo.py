@@ -195,3 +195,20 @@ def test_shipped_demo_config_declares_one_recipe():
 
     roles = run_roles(OmegaConf.load(CONF_DIR / "demo.yaml").runs)
     assert roles == {"recipe": "recipe", "progressive_no_dropout": "ablation", "joint_only": "ablation"}
+
+
+def test_training_lanes_keep_runs_that_share_their_first_stage_together(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from vexpress.demo.run import train_overrides, training_lanes
+    from vexpress.utils.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="demo", overrides=[f"paths.root_dir={REPO_ROOT}", f"output_dir={tmp_path}"])
+        overrides = {run: train_overrides(cfg, run) for run in cfg.runs}
+        # the recipe and the progressive ablation start with the same image stage: one lane, recipe first
+        assert training_lanes(overrides) == [["recipe", "progressive_no_dropout"], ["joint_only"]]
+        # a changed first stage makes its own lane
+        overrides["progressive_no_dropout"] = [*overrides["progressive_no_dropout"],
+                                               "curriculum.stage_overrides.image.lr=1e-3"]
+        assert training_lanes(overrides) == [["recipe"], ["progressive_no_dropout"], ["joint_only"]]
