@@ -61,6 +61,9 @@ def test_demo_smoke(tmp_path):
     # in two processes, each writing its own console log
     for lane in ("recipe+progressive_no_dropout", "joint_only"):
         assert "stage" in (out / "runs" / f"train_{lane}.log").read_text()
+    # eval.workers=2: each export evaluated in a process of its own, with its console log
+    for label in ("recipe", "progressive_no_dropout", "joint_only"):
+        assert (out / "eval" / f"{label}.log").is_file() and (out / "eval" / label / "per_clip.csv").is_file()
     for name in ("report.md", "report.png", "sample.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     print("demo smoke phases:", {k: round(v, 1) for k, v in report["seconds"].items()})

@@ -3,6 +3,7 @@
 - :mod:`vexpress.demo.run`: the orchestration (:func:`~vexpress.demo.run.run_demo` and its phases);
 - :mod:`vexpress.demo.evaluate`: generating and scoring the held-out clips with a stage export, the sample video;
 - :mod:`vexpress.demo.report`: the goals, the paired recipe-minus-ablation tables, the plot and ``report.{md,json}``;
+- :mod:`vexpress.demo.workers`: independent jobs (training lanes, evaluations) in a few processes at once;
 - :mod:`vexpress.demo.prepare`: data preparation shared with the foundation (synthetic set, tiny VAE, latents);
 - :mod:`vexpress.demo.foundation`: ``vexpress-foundation``, the pretraining experiment of the embedded foundation.
 

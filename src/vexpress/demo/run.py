@@ -32,6 +32,7 @@ from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluati
 from vexpress.demo.phases import Phases
 from vexpress.demo.prepare import ensure_data, ensure_latents, foundation_vae
 from vexpress.demo.report import ROLES, goals, paired_table, scored_protocol, write_plot, write_report
+from vexpress.demo.workers import run_in_processes
 from vexpress.errors import InputError
 from vexpress.evaluation.synthetic import shuffled_audio_sources
 from vexpress.training.runner import CurriculumRunner
@@ -117,12 +118,6 @@ def lane_log(out: Path, lane: Sequence[str]) -> Path:
 
 def _train_in_processes(cfg: Any, lanes: Sequence[Sequence[str]], overrides: Mapping[str, Sequence[str]],
                         workers: int, share: bool, phases: Phases) -> dict[str, list[dict]]:
-    import multiprocessing
-    import os
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    from vexpress.errors import VExpressError
     from vexpress.utils.paths import CONF_DIR
 
     out = Path(cfg.output_dir)
@@ -131,68 +126,65 @@ def _train_in_processes(cfg: Any, lanes: Sequence[Sequence[str]], overrides: Map
     log.info("training %d runs in %d processes (%d torch thread%s each): %s; their output: %s", len(overrides),
              workers, threads, "" if threads == 1 else "s", " | ".join(", ".join(lane) for lane in lanes),
              ", ".join(str(p) for p in logs))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(_train_lane, str(CONF_DIR), [(run, list(overrides[run])) for run in lane], share,
-                               threads, os.getpid(), str(path)): (lane, path) for lane, path in zip(lanes, logs)}
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [fut for fut in done if fut.exception() is not None]
-        results: dict[str, list[dict]] = {}
-        for fut in failed + [f for f in futures if f not in failed]:  # a failure is reported before any wait
-            lane, path = futures[fut]
-            try:
-                lane_results = fut.result()
-            except BrokenProcessPool as err:
-                raise VExpressError(f"the training process of {', '.join(lane)} died; its output: {path}") from err
-            except Exception as err:
-                log.error("training %s failed; its output: %s", ", ".join(lane), path)
-                raise err
-            for run, (records, seconds) in lane_results.items():
-                results[run] = records
-                phases.seconds[f"train/{run}"] = seconds
-        return {run: results[run] for run in overrides}
-    finally:
-        # a failure or an interrupt stops the other lane too: nothing keeps training after the demo ends
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            if proc.is_alive():
-                proc.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+    jobs = [(str(CONF_DIR), [(run, list(overrides[run])) for run in lane], share) for lane in lanes]
+    lane_results = run_in_processes(train_lane, jobs, logs, workers, threads,
+                                    [f"training {', '.join(lane)}" for lane in lanes])
+    results: dict[str, list[dict]] = {}
+    for per_run in lane_results:
+        for run, (records, seconds) in per_run.items():
+            results[run] = records
+            phases.seconds[f"train/{run}"] = seconds
+    return {run: results[run] for run in overrides}
 
 
-def _train_lane(conf_dir: str, lane: Sequence[tuple[str, Sequence[str]]], share: bool, threads: int, parent: int,
-                log_path: str) -> dict[str, tuple[list[dict], float]]:
-    """One training process of :func:`train_runs`: the lane's runs in order, console output to ``log_path``."""
-    import os
-
-    from vexpress.utils.native import exit_with_parent
-
-    exit_with_parent(parent)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-                        force=True)
-    torch.set_num_threads(threads)
+def train_lane(conf_dir: str, lane: Sequence[tuple[str, Sequence[str]]], share: bool
+               ) -> dict[str, tuple[list[dict], float]]:
+    """One training process of :func:`train_runs`: the lane's runs in order (run -> (stage records, seconds))."""
     from hydra import initialize_config_dir
 
-    from vexpress.utils.logging import tidy_lightning_logging
-
-    tidy_lightning_logging()
     out: dict[str, tuple[list[dict], float]] = {}
     shared: dict[str, Path] | None = {} if share else None
     with initialize_config_dir(config_dir=conf_dir, version_base=None):
         for run, ov in lane:
             t = time.perf_counter()
-            try:
-                stages = CurriculumRunner(compose_train(ov), ov).run(shared=shared)
-            except BaseException:
-                log.exception("training %s failed", run)
-                raise
+            stages = CurriculumRunner(compose_train(ov), ov).run(shared=shared)
             out[run] = ([{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages],
                         time.perf_counter() - t)
     return out
+
+
+def evaluate_targets(cfg: Any, targets: Sequence[tuple[str, Path]], records: Sequence[Any],
+                     shuffled: Mapping[str, Any], phases: Phases) -> dict[str, Any]:
+    """:func:`~vexpress.demo.evaluate.evaluate_export` for every (label, export), in ``eval.workers`` processes at
+    once (each with its share of ``threads``; console output in ``<output_dir>/eval/<label>.log``)."""
+    out = Path(cfg.output_dir)
+    dirs = [out / "eval" / label.replace("/", "_") for label, _ in targets]
+    workers = min(int(cfg.eval.get("workers") or 1), len(targets))
+    if workers <= 1:
+        evals = {}
+        for i, (label, export) in enumerate(targets):
+            t = time.perf_counter()
+            evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval, dirs[i], include_gt=i == 0)
+            phases.seconds[f"evaluate/{label}"] = time.perf_counter() - t
+        return evals
+    threads = max(1, int(cfg.get("threads") or torch.get_num_threads()) // workers)
+    logs = [d.with_name(f"{d.name}.log") for d in dirs]
+    log.info("evaluating %d exports in %d processes (%d torch thread%s each); their output: %s/*.log",
+             len(targets), workers, threads, "" if threads == 1 else "s", out / "eval")
+    jobs = [(Path(export), label, list(records), dict(shuffled), cfg.eval, dirs[i], i == 0)
+            for i, (label, export) in enumerate(targets)]
+    results = run_in_processes(_timed_evaluation, jobs, logs, workers, threads,
+                               [f"evaluating {label}" for label, _ in targets])
+    evals = {}
+    for (label, _), (result, seconds) in zip(targets, results):
+        evals[label] = result
+        phases.seconds[f"evaluate/{label}"] = seconds
+    return evals
+
+
+def _timed_evaluation(*args: Any) -> tuple[dict[str, Any], float]:
+    t = time.perf_counter()
+    return evaluate_export(*args), time.perf_counter() - t
 
 
 def probe_batch(tcfg: Any, latent_dir: Path, clips: int, frames: int) -> dict:
@@ -262,11 +254,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
             log.warning("eval.clips=%d but the held-out split has %d clips: evaluating %d", int(cfg.eval.clips),
                         len(held), len(records))
         shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
-        for i, (label, export) in enumerate(evaluation_targets(cfg, results)):
-            t = time.perf_counter()
-            evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval,
-                                           out / "eval" / label.replace("/", "_"), include_gt=i == 0)
-            phases.seconds[f"evaluate/{label}"] = time.perf_counter() - t
+        evals = evaluate_targets(cfg, evaluation_targets(cfg, results), records, shuffled, phases)
         vae_floor = evaluate_vae_floor(vae, records, cfg.eval)
     video = None
     if cfg.sample_video.get("enabled", True):
