@@ -29,6 +29,7 @@ def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], logs: Sequen
     from vexpress.errors import VExpressError
 
     pool = ProcessPoolExecutor(max_workers=max(1, int(workers)), mp_context=multiprocessing.get_context("spawn"))
+    finished = False
     try:
         futures = [pool.submit(_job, fn, tuple(job), int(threads), os.getpid(), str(path))
                    for job, path in zip(jobs, logs)]
@@ -43,12 +44,14 @@ def run_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], logs: Sequen
             except Exception:
                 log.error("%s failed; its output: %s", what[i], logs[i])
                 raise
+        finished = True
         return results
     finally:
-        # a failure or an interrupt stops the other jobs too: nothing keeps running after the demo ends
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            if proc.is_alive():
-                proc.kill()
+        if not finished:
+            # a failure or an interrupt stops the other jobs too: nothing keeps running after the demo ends
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    proc.kill()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
