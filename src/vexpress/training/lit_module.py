@@ -18,6 +18,7 @@ resumed run draws the same numbers as an uninterrupted one; the counter is store
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
@@ -236,7 +237,11 @@ class VExpressLitModule(pl.LightningModule):
         params = [p for p in self.net.parameters() if p.requires_grad]
         if not params:
             raise InputError("no trainable parameters: the stage config freezes everything")
-        optimizer = self.optimizer_factory(params)
+        kwargs = {}
+        precision = str(getattr(getattr(self, "_trainer", None), "precision", "") or "")
+        if "mixed" in precision and "fused" in inspect.signature(self.optimizer_factory).parameters:
+            kwargs["fused"] = False  # Lightning's mixed-precision plugin cannot clip a fused optimizer's gradients
+        optimizer = self.optimizer_factory(params, **kwargs)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer,
