@@ -12,11 +12,15 @@ import pytest
 import torch
 
 from tests.training.cli_helpers import SMALL_DATA
+from vexpress.audio.encoders import PhoneticEncoder
+from vexpress.audio.phonetic import PhoneticNet, save_phonetic_encoder
 from vexpress.errors import WeightsError
 from vexpress.models.config import VExpressConfig
 from vexpress.models.vexpress_net import VExpressNet
 from vexpress.models.weights import (
+    FOUNDATION_AUDIO_ENCODER,
     FOUNDATION_FILES,
+    add_foundation_audio_encoder,
     init_from_foundation,
     load_foundation_vae,
     read_foundation_manifest,
@@ -74,6 +78,24 @@ def test_foundation_load_is_strict(tmp_path):
         init_from_foundation(_demo_net(), tmp_path)
 
 
+def test_adding_an_audio_encoder_keeps_the_rest_of_the_foundation(tmp_path):
+    save_foundation(tmp_path / "f", _demo_net(0), tiny_vae(4, 0), {"command": "first", "loss_curve": [1, 2]})
+    before = {p.relative_to(tmp_path / "f"): p.read_bytes() for p in (tmp_path / "f").rglob("*") if p.is_file()}
+    torch.manual_seed(0)
+    save_phonetic_encoder(tmp_path / "enc", PhoneticNet(hidden=8, dim=80, kernel=3, layers=1),
+                          {"n_mels": 80, "rate_hz": 50.0}, {})
+    add_foundation_audio_encoder(tmp_path / "f", tmp_path / "enc", {"steps": 1})
+    after = {p.relative_to(tmp_path / "f"): p for p in (tmp_path / "f").rglob("*") if p.is_file()}
+    for rel, data in before.items():
+        if rel.name != "foundation.json":
+            assert after[rel].read_bytes() == data, rel
+    manifest = read_foundation_manifest(tmp_path / "f")
+    assert manifest["command"] == "first" and manifest["loss_curve"] == [1, 2]  # the first run's record is kept
+    assert manifest["audio_encoder"] == FOUNDATION_AUDIO_ENCODER and manifest["audio_encoder_fit"] == {"steps": 1}
+    assert PhoneticEncoder(tmp_path / "f" / FOUNDATION_AUDIO_ENCODER).dim == 80
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
 @pytest.mark.skipif(not (SHIPPED / "foundation.json").is_file(), reason="no shipped foundation in this checkout")
 def test_shipped_foundation_loads_strictly_into_the_demo_model():
     manifest = read_foundation_manifest(SHIPPED)
@@ -88,6 +110,9 @@ def test_shipped_foundation_loads_strictly_into_the_demo_model():
     vae = load_foundation_vae(SHIPPED)
     assert vae.config.latent_channels == net.config.unet["in_channels"] == 4
     assert 2 ** (len(vae.config.block_out_channels) - 1) == net.config.latent_downscale
+    encoder = PhoneticEncoder(SHIPPED / manifest["audio_encoder"])  # the speech encoder the demo hears through
+    assert encoder.dim == net.config.audio_embedding_dim
+    assert manifest["audio_encoder_fit"]["heldout"]["phone_acc"] > 0.95
 
 
 @pytest.mark.slow
@@ -98,7 +123,7 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
     train = ",".join(f'"{o}"' for o in overrides)
     cmd = [sys.executable, "-m", "vexpress.cli.foundation", f"output_dir={tmp_path / 'weights'}",
            f"work_dir={tmp_path / 'work'}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}",
-           f"train_overrides=[{train}]", "vae.steps=3", "threads=1"]
+           f"train_overrides=[{train}]", "vae.steps=3", "audio_encoder.steps=3", "threads=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -108,3 +133,5 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
     assert manifest["data"]["synthetic"]["seed"] == 1000  # the pretraining split, not the demo's identities
     net = _demo_net()
     init_from_foundation(net, tmp_path / "weights")
+    assert manifest["audio_encoder_fit"]["steps"] == 3
+    assert PhoneticEncoder(tmp_path / "weights" / manifest["audio_encoder"]).dim == 80

@@ -190,6 +190,47 @@ class Wav2Vec2Encoder:
         return f"Wav2Vec2Encoder(path={str(self.path)!r})"
 
 
+class PhoneticEncoder:
+    """The synthetic world's wav2vec2 (:mod:`vexpress.audio.phonetic`) from a folder written by
+    :func:`~vexpress.audio.phonetic.save_phonetic_encoder`: log-mel rows through the trained convolutions."""
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu"):
+        from vexpress.audio.phonetic import WEIGHTS, PhoneticNet, load_phonetic_weights, read_phonetic_config
+
+        self.path = Path(path)
+        cfg = read_phonetic_config(self.path)
+        self.config = cfg
+        self.front = LogMelEncoder(**cfg["front_end"])
+        self.net = PhoneticNet(**cfg["network"])
+        load_phonetic_weights(self.net, self.path / WEIGHTS)
+        self.net.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
+
+    @property
+    def name(self) -> str:
+        return f"phonetic{self.dim}@{self.rate_hz:g}Hz"
+
+    @property
+    def dim(self) -> int:
+        return int(self.net.shape["dim"])
+
+    @property
+    def rate_hz(self) -> float:
+        return self.front.rate_hz
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.front.num_frames(num_samples)
+
+    @torch.no_grad()
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(S,) 16 kHz waveform -> (1 + S // hop, dim) float32, the whole utterance in one pass."""
+        mel = self.front.encode(waveform).to(self.device)
+        return self.net(mel[None])[0].float().cpu().contiguous()
+
+    def __repr__(self) -> str:
+        return f"PhoneticEncoder({self.path})"
+
+
 def build_audio_encoder(cfg: Mapping[str, Any] | str | None = None) -> AudioEncoder:
     """Encoder from a config: ``{"name": "logmel", n_mels: 80, ...}``, ``{"name": "wav2vec2", "path": DIR}`` or
     ``{"name": "whisper", "path": DIR, "layers": -1}`` (:class:`vexpress.audio.whisper.WhisperEncoder`).
@@ -209,13 +250,18 @@ def build_audio_encoder(cfg: Mapping[str, Any] | str | None = None) -> AudioEnco
             raise WeightsError("the wav2vec2 audio encoder needs a local path: set audio_encoder.path=/path/to/"
                                "wav2vec2-base-960h")
         return _construct(Wav2Vec2Encoder, name, cfg)
+    if name.startswith("phonetic"):
+        if not cfg.get("path"):
+            raise WeightsError("the phonetic audio encoder needs its folder: set audio_encoder.path=experiments/"
+                               "foundation/weights/audio_encoder (written by vexpress-foundation)")
+        return _construct(PhoneticEncoder, name, cfg)
     if name == "whisper":
         if not cfg.get("path"):
             raise WeightsError("the whisper audio encoder needs a local path: set audio_encoder.path=/path/to/"
                                "whisper-small (a folder saved with save_pretrained)")
         return _construct(WhisperEncoder, name, cfg)
-    raise InputError(f"unknown audio encoder {name!r}; use 'logmel' (weight-free), 'wav2vec2' or 'whisper' (local "
-                     "path)")
+    raise InputError(f"unknown audio encoder {name!r}; use 'logmel' (weight-free), 'wav2vec2', 'whisper' or "
+                     "'phonetic' (local path)")
 
 
 def _construct(cls: type, name: str, cfg: dict) -> AudioEncoder:

@@ -8,11 +8,16 @@ on what is new. The synthetic world's equivalent is made here, once, and shipped
    than the demo's benchmark, so no demo identity, trained or held out, is ever seen);
 2. ``vae``: the tiny ``AutoencoderKL`` fitted on its frames (mouth-weighted, as the demo's was);
 3. ``latents``: a latent cache of every clip;
-4. ``train``: the image stage (reference + keypoints -> frame) through the same curriculum loop as
+4. ``audio_encoder``: the synthetic world's wav2vec2-base-960h (:mod:`vexpress.audio.phonetic`), a small speech
+   encoder trained to recognise the phones of the pretraining split's utterances;
+5. ``train``: the image stage (reference + keypoints -> frame) through the same curriculum loop as
    ``vexpress-train``;
-5. ``ship``: ReferenceNet, the denoiser's 2D part and the V-Kps guider in the official file layout as float16
-   safetensors, the VAE, and ``foundation.json`` with the command, commit, wall time and loss curve
-   (:func:`vexpress.models.weights.save_foundation`).
+6. ``ship``: ReferenceNet, the denoiser's 2D part and the V-Kps guider in the official file layout as float16
+   safetensors, the VAE, the audio encoder, and ``foundation.json`` with the command, commit, wall time and loss
+   curve (:func:`vexpress.models.weights.save_foundation`).
+
+``only=audio_encoder`` fits the audio encoder alone and adds it to the existing foundation, leaving the rest as it
+is (:func:`vexpress.models.weights.add_foundation_audio_encoder`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+from vexpress.errors import InputError
 from vexpress.utils.paths import REPO_ROOT
 
 log = logging.getLogger("vexpress.foundation")
@@ -65,6 +71,78 @@ def train_overrides(cfg: Any, work: Path, extra: Sequence[str] = ()) -> list[str
             *list(cfg.get("train_overrides") or []), *extra]
 
 
+def utterance_targets(utterances: Iterable[tuple[Any, Any, Any]], front_end: Mapping[str, Any]) -> list[tuple]:
+    """(waveform, voicing, vowel_weight) per utterance -> (log-mel (N, n_mels), level (N,), phone (N,)): the
+    phonetic encoder's training data (:func:`vexpress.synthetic.speech.phonetic_targets` on its front end's rows)."""
+    import numpy as np
+    import torch
+
+    from vexpress.audio.encoders import LogMelEncoder
+    from vexpress.synthetic.speech import phonetic_targets
+
+    front = LogMelEncoder(**front_end)
+    out = []
+    for wave, voicing, vowel_weight in utterances:
+        mel = front.encode(torch.as_tensor(np.asarray(wave), dtype=torch.float32))
+        level, phone = phonetic_targets(np.asarray(voicing), np.asarray(vowel_weight), mel.shape[0], front.hop)
+        out.append((mel, torch.from_numpy(level), torch.from_numpy(phone)))
+    return out
+
+
+def fit_audio_encoder(acfg: Any, synthetic: Any, out: Path) -> dict[str, Any]:
+    """Train the phonetic audio encoder on the speech of the pretraining split ``synthetic`` (a
+    :class:`~vexpress.synthetic.generate.SynthConfig` mapping; its heldout identities are scored, not trained on)
+    and write it to ``out``; returns how it was made."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from vexpress.audio.encoders import PhoneticEncoder
+    from vexpress.audio.phonetic import save_phonetic_encoder, train_phonetic_net
+    from vexpress.synthetic.generate import SynthConfig, clip_speech, identity_ids
+
+    t0 = time.perf_counter()
+    plain = OmegaConf.to_container(synthetic, resolve=True) if OmegaConf.is_config(synthetic) else dict(synthetic)
+    sc = SynthConfig.from_dict(plain)
+    train, held = [], []
+    for index, _, split in identity_ids(sc):
+        for clip in range(sc.clips_per_identity):
+            _, wave, voicing, vowel_weight = clip_speech(sc, index, clip)
+            (train if split == "train" else held).append((wave, voicing, vowel_weight))
+    front = {k: v for k, v in dict(acfg.front_end).items()}
+    data = utterance_targets(train + held, front)
+    net, record = train_phonetic_net(data, steps=int(acfg.steps), batch_size=int(acfg.batch_size), lr=float(acfg.lr),
+                                     seed=int(acfg.seed), level_weight=float(acfg.level_weight),
+                                     network=dict(acfg.network), heldout=len(held), log_every=50)
+    record = {**record, "data": {"synthetic_seed": sc.seed, "train_utterances": len(train),
+                                 "heldout_utterances": len(held), "seconds_each": sc.seconds},
+              "wall_seconds": round(time.perf_counter() - t0, 1)}
+    save_phonetic_encoder(out, net, front, {"fit": record})
+    PhoneticEncoder(out)  # it loads (strictly) before anything ships it
+    log.info("audio encoder: phone accuracy %.4f, voicing-level MAE %.4f on %d held-out utterances (%.0f s)",
+             record["heldout"]["phone_acc"], record["heldout"]["level_mae"], len(held), record["wall_seconds"])
+    return record
+
+
+def add_audio_encoder(cfg: Any) -> dict[str, Any]:
+    """``only=audio_encoder``: fit the audio encoder and add it to the existing foundation ``cfg.output_dir``."""
+    from hydra import compose
+
+    from vexpress.models.weights import add_foundation_audio_encoder
+
+    commit = git_commit()
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    tcfg = compose(config_name="train", overrides=train_overrides(cfg, work))
+    record = fit_audio_encoder(cfg.audio_encoder, tcfg.data.synthetic, work / "audio_encoder")
+    record = {**record, "command": "vexpress-foundation " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+              "commit": commit}
+    size = add_foundation_audio_encoder(cfg.output_dir, work / "audio_encoder", record)
+    print(f"[foundation] {cfg.output_dir}: audio encoder added ({size / 2**20:.2f} MB) in "
+          f"{record['wall_seconds']:.0f} s", flush=True)
+    return record
+
+
 def run_foundation(cfg: Any) -> dict[str, Any]:
     """Pretrain and ship the foundation described by ``cfg`` (``conf/foundation.yaml``); returns its manifest."""
     import torch
@@ -78,6 +156,11 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
     from vexpress.training.runner import CurriculumRunner
 
     torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
+    if cfg.get("only"):
+        if str(cfg.only) != "audio_encoder":
+            raise InputError(f"only={cfg.only} is not a phase that can run alone; use only=audio_encoder or leave "
+                             "it unset")
+        return add_audio_encoder(cfg)
     out = Path(cfg.output_dir)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -96,6 +179,8 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
         vae, vae_info = fit_vae(cfg.vae, work / "vae", root, train_records, int(tcfg.data.latent_downscale))
     with phases("latents"):
         cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
+    with phases("audio_encoder"):
+        encoder_fit = fit_audio_encoder(cfg.audio_encoder, tcfg.data.synthetic, work / "audio_encoder")
     with phases("train"):
         overrides = train_overrides(cfg, work, [f"data.latent_cache={cache.path}"])
         tcfg = compose_train(overrides)
@@ -116,12 +201,14 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
         "stage_config": {k: tcfg.stage[k] for k in ("max_steps", "batch_size", "lr")},
         "loss_curve": curve,
         "loss_first_last_100": _ends(curve),
+        "audio_encoder_fit": encoder_fit,
         "threads": torch.get_num_threads(),
     }
     with phases("ship"):
         net = load_export(export, load_vae=False).net
         info["seconds"] = {**phases.seconds, "total": phases.total}
-        sizes = save_foundation(out, net, vae, info, motion=bool(cfg.get("motion", False)))
+        sizes = save_foundation(out, net, vae, info, motion=bool(cfg.get("motion", False)),
+                                audio_encoder=work / "audio_encoder")
     total = sum(sizes.values())
     if total > MAX_BYTES:
         log.warning("the foundation takes %.1f MB, over the %.0f MB the repository allows", total / 2**20,

@@ -90,15 +90,15 @@ def train_runs(cfg: Any, latent_dir: Path, phases: Phases) -> dict[str, list[dic
     lanes = training_lanes(overrides) if share else [[run] for run in overrides]
     workers = min(int(cfg.get("train_workers") or 1), len(lanes))
     if workers <= 1:
-        shared: dict[str, Path] | None = {} if share else None
-        results = {}
-        for run in cfg.runs:
-            t = time.perf_counter()
-            stages = CurriculumRunner(compose_train(overrides[run]), overrides[run]).run(shared=shared)
-            phases.seconds[f"train/{run}"] = time.perf_counter() - t
-            results[run] = [{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages]
-        return results
-    return _train_in_processes(cfg, lanes, overrides, workers, share, phases)
+        lane_results = [_train_in_order([(run, overrides[run]) for run in cfg.runs], share)]
+    else:
+        lane_results = _train_in_processes(cfg, lanes, overrides, workers, share)
+    results: dict[str, list[dict]] = {}
+    for per_run in lane_results:
+        for run, (records, seconds) in per_run.items():
+            results[run] = records
+            phases.seconds[f"train/{run}"] = seconds
+    return {run: results[run] for run in overrides}
 
 
 def training_lanes(overrides: Mapping[str, Sequence[str]]) -> list[list[str]]:
@@ -117,7 +117,7 @@ def lane_log(out: Path, lane: Sequence[str]) -> Path:
 
 
 def _train_in_processes(cfg: Any, lanes: Sequence[Sequence[str]], overrides: Mapping[str, Sequence[str]],
-                        workers: int, share: bool, phases: Phases) -> dict[str, list[dict]]:
+                        workers: int, share: bool) -> list[dict[str, tuple[list[dict], float]]]:
     from vexpress.utils.paths import CONF_DIR
 
     out = Path(cfg.output_dir)
@@ -127,14 +127,8 @@ def _train_in_processes(cfg: Any, lanes: Sequence[Sequence[str]], overrides: Map
              workers, threads, "" if threads == 1 else "s", " | ".join(", ".join(lane) for lane in lanes),
              ", ".join(str(p) for p in logs))
     jobs = [(str(CONF_DIR), [(run, list(overrides[run])) for run in lane], share) for lane in lanes]
-    lane_results = run_in_processes(train_lane, jobs, logs, workers, threads,
-                                    [f"training {', '.join(lane)}" for lane in lanes])
-    results: dict[str, list[dict]] = {}
-    for per_run in lane_results:
-        for run, (records, seconds) in per_run.items():
-            results[run] = records
-            phases.seconds[f"train/{run}"] = seconds
-    return {run: results[run] for run in overrides}
+    return run_in_processes(train_lane, jobs, logs, workers, threads,
+                            [f"training {', '.join(lane)}" for lane in lanes])
 
 
 def train_lane(conf_dir: str, lane: Sequence[tuple[str, Sequence[str]]], share: bool
@@ -142,14 +136,20 @@ def train_lane(conf_dir: str, lane: Sequence[tuple[str, Sequence[str]]], share: 
     """One training process of :func:`train_runs`: the lane's runs in order (run -> (stage records, seconds))."""
     from hydra import initialize_config_dir
 
+    with initialize_config_dir(config_dir=conf_dir, version_base=None):
+        return _train_in_order(lane, share)
+
+
+def _train_in_order(lane: Sequence[tuple[str, Sequence[str]]], share: bool) -> dict[str, tuple[list[dict], float]]:
+    """Train (run, overrides) pairs in turn in this process (run -> (stage records, seconds)); with ``share`` a stage
+    whose key equals one trained earlier in the lane is copied, not trained again."""
     out: dict[str, tuple[list[dict], float]] = {}
     shared: dict[str, Path] | None = {} if share else None
-    with initialize_config_dir(config_dir=conf_dir, version_base=None):
-        for run, ov in lane:
-            t = time.perf_counter()
-            stages = CurriculumRunner(compose_train(ov), ov).run(shared=shared)
-            out[run] = ([{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages],
-                        time.perf_counter() - t)
+    for run, ov in lane:
+        t = time.perf_counter()
+        stages = CurriculumRunner(compose_train(ov), ov).run(shared=shared)
+        out[run] = ([{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages],
+                    time.perf_counter() - t)
     return out
 
 

@@ -425,6 +425,10 @@ FOUNDATION_FORMAT = "vexpress-foundation"
 FOUNDATION_FILES = ("reference_net", "denoising_unet", "v_kps_guider")
 
 
+#: The foundation's speech encoder (the synthetic wav2vec2, :mod:`vexpress.audio.phonetic`), a sub-folder.
+FOUNDATION_AUDIO_ENCODER = "audio_encoder"
+
+
 def is_foundation(directory: str | os.PathLike) -> bool:
     return (Path(directory) / FOUNDATION_MANIFEST).is_file()
 
@@ -441,9 +445,11 @@ def read_foundation_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any, info: Mapping[str, Any],
-                    dtype: torch.dtype = torch.float16, motion: bool = False) -> dict[str, int]:
+                    dtype: torch.dtype = torch.float16, motion: bool = False,
+                    audio_encoder: str | os.PathLike | None = None) -> dict[str, int]:
     """Write a foundation folder atomically: the 2D part of ``net`` (and its motion modules when ``motion``) as
-    ``dtype`` safetensors in the official layout, the VAE under ``vae/`` and ``foundation.json`` (``info`` plus the
+    ``dtype`` safetensors in the official layout, the VAE under ``vae/``, a copy of the ``audio_encoder`` folder
+    (:mod:`vexpress.audio.phonetic`) under ``audio_encoder/`` when given, and ``foundation.json`` (``info`` plus the
     network config). Returns the size in bytes of each file."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -470,17 +476,45 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
         finally:
             vae.to(dtype=vae_dtype)
         sizes["vae"] = sum(p.stat().st_size for p in (tmp / "vae").iterdir())
-        reserved = {"format", "version", "network", "vae", "files", "dtype"} & set(info)
+        if audio_encoder is not None:
+            shutil.copytree(audio_encoder, tmp / FOUNDATION_AUDIO_ENCODER)
+            sizes[FOUNDATION_AUDIO_ENCODER] = sum(p.stat().st_size for p in (tmp / FOUNDATION_AUDIO_ENCODER).iterdir())
+        reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
         if reserved:
             raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
         manifest = {"format": FOUNDATION_FORMAT, "version": 1, "network": net.config.to_dict(), "vae": "vae",
-                    "files": sorted(parts), "dtype": str(dtype).replace("torch.", ""), **dict(info)}
+                    "files": sorted(parts), "dtype": str(dtype).replace("torch.", ""),
+                    **({"audio_encoder": FOUNDATION_AUDIO_ENCODER} if audio_encoder is not None else {}),
+                    **dict(info)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         _publish_folder(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return sizes
+
+
+def add_foundation_audio_encoder(directory: str | os.PathLike, audio_encoder: str | os.PathLike,
+                                 record: Mapping[str, Any]) -> int:
+    """Add (or replace) the audio encoder of an existing foundation folder, atomically, leaving every other file
+    and manifest entry as it is; ``record`` (how the encoder was made) goes into the manifest as
+    ``audio_encoder_fit``. The caller checks that ``audio_encoder`` loads. Returns the encoder's size in bytes."""
+    directory = Path(directory)
+    manifest = read_foundation_manifest(directory)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
+    try:
+        tmp.rmdir()
+        shutil.copytree(directory, tmp)
+        tmp.chmod(0o755)
+        shutil.rmtree(tmp / FOUNDATION_AUDIO_ENCODER, ignore_errors=True)
+        shutil.copytree(audio_encoder, tmp / FOUNDATION_AUDIO_ENCODER)
+        manifest = {**manifest, "audio_encoder": FOUNDATION_AUDIO_ENCODER, "audio_encoder_fit": dict(record)}
+        (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        _publish_folder(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sum(p.stat().st_size for p in (directory / FOUNDATION_AUDIO_ENCODER).iterdir())
 
 
 def init_from_foundation(net: torch.nn.Module, directory: str | os.PathLike) -> LoadReport:

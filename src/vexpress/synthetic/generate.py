@@ -89,8 +89,27 @@ class SynthConfig:
 
     def key(self) -> str:
         """Content hash of the configuration (+ generator version): the cache folder name."""
-        body = json.dumps({"v": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True, default=str)
+        d = self.to_dict()
+        d["audio_encoder"] = encoder_identity(d.get("audio_encoder"))
+        body = json.dumps({"v": GENERATOR_VERSION, **d}, sort_keys=True, default=str)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def encoder_identity(spec: Any) -> Any:
+    """An audio encoder config as the data's cache key sees it: a local ``path`` is replaced by the hash of the
+    folder's files, so the key follows the weights (a refitted encoder gives new data) and not where the checkout
+    lives."""
+    if not isinstance(spec, Mapping) or not spec.get("path"):
+        return spec
+    root = Path(str(spec["path"]))
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    if not files:
+        return dict(spec)  # missing: building the encoder says so
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode())
+        digest.update(f.read_bytes())
+    return {**{k: v for k, v in spec.items() if k != "path"}, "weights_sha256": digest.hexdigest()[:16]}
 
 
 def identity_ids(cfg: SynthConfig) -> list[tuple[int, str, str]]:
@@ -105,6 +124,21 @@ def make_identity(cfg: SynthConfig, index: int):
     return sample_identity(np.random.default_rng([cfg.seed, index, 7919]), f"synth{index:03d}")
 
 
+def clip_speech(cfg: SynthConfig, index: int, clip: int, identity: Any = None
+                ) -> tuple[np.random.Generator, np.ndarray, np.ndarray, np.ndarray]:
+    """The speech of one clip: ``(rng, waveform, voicing, vowel_weight)``
+    (:func:`~vexpress.synthetic.speech.synthesize`), with the clip's random generator in the state
+    :func:`generate_clip` continues from (head motion)."""
+    from vexpress.synthetic.speech import plan_syllables, synthesize
+
+    identity = identity if identity is not None else make_identity(cfg, index)
+    rng = np.random.default_rng([cfg.seed, index, clip, 104729])
+    duration = cfg.num_frames / cfg.fps
+    syllables = plan_syllables(rng, duration)
+    wave, voicing, vowel_weight = synthesize(syllables, duration, identity.f0, identity.formant_scale, rng)
+    return rng, wave, voicing, vowel_weight
+
+
 def generate_clip(cfg: SynthConfig, index: int, clip: int) -> dict:
     """Everything about one clip, in memory: frames, audio, ground truth (no files written)."""
     from vexpress.synthetic.face import (
@@ -115,14 +149,11 @@ def generate_clip(cfg: SynthConfig, index: int, clip: int) -> dict:
         render_background,
         render_frame,
     )
-    from vexpress.synthetic.speech import SAMPLE_RATE, mouth_track, plan_syllables, synthesize
+    from vexpress.synthetic.speech import SAMPLE_RATE, mouth_track
 
     identity = make_identity(cfg, index)
-    rng = np.random.default_rng([cfg.seed, index, clip, 104729])
     t_frames = cfg.num_frames
-    duration = t_frames / cfg.fps
-    syllables = plan_syllables(rng, duration)
-    wave, voicing, vowel_weight = synthesize(syllables, duration, identity.f0, identity.formant_scale, rng)
+    rng, wave, voicing, vowel_weight = clip_speech(cfg, index, clip, identity)
     gt_mouth, vowel = mouth_track(voicing, vowel_weight, t_frames, cfg.fps, SAMPLE_RATE)
     pose = pose_trajectory(rng, t_frames, cfg.fps, cfg.size, cfg.translate, cfg.scale_range, cfg.roll)
     bg = render_background(identity, cfg.size, cfg.supersample)

@@ -161,3 +161,29 @@ def mouth_track(voicing: np.ndarray, vowel_weight: np.ndarray, num_frames: int, 
         vowel[i] = v
         out[i] = (e * opens[v], NEUTRAL_WIDTH + e * (widths[v] - NEUTRAL_WIDTH))
     return out, vowel
+
+
+def phonetic_targets(voicing: np.ndarray, vowel_weight: np.ndarray, num_rows: int, hop: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """What a speech recogniser knows of the utterance, one row per audio-feature frame.
+
+    Row ``j`` covers the samples ``[j * hop - hop / 2, j * hop + hop / 2)`` (the span a centred STFT frame stands
+    for). Returns ``(level (N,) float32, phone (N,) int64)``: the mean voicing level over the row, and its phone
+    class, 0 for silence or consonant noise (level below 1e-3) else 1 + the index of the loudest vowel.
+    This is speech content (which vowel sounds, how loudly), the synthetic analogue of the phonetic targets an
+    ASR-finetuned encoder such as wav2vec2-base-960h was trained on; it is not the mouth.
+    """
+    n = voicing.size
+    level = np.zeros(num_rows, dtype=np.float32)
+    phone = np.zeros(num_rows, dtype=np.int64)
+    for j in range(num_rows):
+        a = max(0, j * hop - hop // 2)
+        b = min(n, j * hop + hop - hop // 2)
+        if b <= a:
+            continue
+        e = float(voicing[a:b].mean())
+        w = vowel_weight[:, a:b].sum(1)
+        level[j] = e
+        if e >= 1e-3 and w.max() > 0:
+            phone[j] = 1 + int(np.argmax(w))
+    return level, phone
