@@ -171,7 +171,8 @@ def evaluate_targets(cfg: Any, targets: Sequence[tuple[str, Path]], records: Seq
     logs = [d.with_name(f"{d.name}.log") for d in dirs]
     log.info("evaluating %d exports in %d processes (%d torch thread%s each); their output: %s/*.log",
              len(targets), workers, threads, "" if threads == 1 else "s", out / "eval")
-    jobs = [(Path(export), label, list(records), dict(shuffled), cfg.eval, dirs[i], i == 0)
+    ecfg = OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True))  # workers have no Hydra context
+    jobs = [(Path(export), label, list(records), dict(shuffled), ecfg, dirs[i], i == 0)
             for i, (label, export) in enumerate(targets)]
     results = run_in_processes(_timed_evaluation, jobs, logs, workers, threads,
                                [f"evaluating {label}" for label, _ in targets])
