@@ -15,19 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.tiny import random_demo_foundation
 from tests.training.cli_helpers import SMALL_DATA
-from vexpress.models.config import VExpressConfig
-from vexpress.models.vexpress_net import VExpressNet
-from vexpress.models.weights import save_foundation
-from vexpress.training.vae import tiny_vae
 from vexpress.utils.paths import REPO_ROOT
 
 
 @pytest.mark.slow
 def test_demo_smoke(tmp_path):
-    # a foundation of random weights (the shipped one is checked in test_foundation.py)
-    net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
-    save_foundation(tmp_path / "foundation", net, tiny_vae(4, 0), {"command": "test"})
+    random_demo_foundation(tmp_path / "foundation")
     data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
     train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=2"])
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
@@ -74,8 +69,7 @@ def test_demo_smoke(tmp_path):
 def test_killed_demo_leaves_no_training_process(tmp_path):
     from tests.preprocessing.test_reliability import _alive, _children
 
-    net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
-    save_foundation(tmp_path / "foundation", net, tiny_vae(4, 0), {"command": "test"})
+    random_demo_foundation(tmp_path / "foundation")
     data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
     train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=100000"])  # trains until killed
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",

@@ -25,14 +25,10 @@ def _finite(v) -> bool:
 
 @pytest.mark.slow
 def test_distill_study_on_a_toy_demo(tmp_path):
-    from vexpress.models.config import VExpressConfig
-    from vexpress.models.vexpress_net import VExpressNet
-    from vexpress.models.weights import save_foundation
-    from vexpress.training.vae import tiny_vae
+    from tests.helpers.tiny import random_demo_foundation
 
     # the demo smoke recipe (tests/demo/test_demo.py), with the recipe run only and no sample video
-    net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
-    save_foundation(tmp_path / "foundation", net, tiny_vae(4, 0), {"command": "test"})
+    random_demo_foundation(tmp_path / "foundation")
     data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
     train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=2"])
     demo_overrides = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}",

@@ -50,3 +50,21 @@ def tiny_inputs(batch: int = 2, frames: int = 4, size: int = 64, audio_dim: int 
         "audio_windows": torch.randn(batch, frames, 10, audio_dim, generator=g),
         "kps_images": torch.rand(batch, 3, frames, size, size, generator=g),
     }
+
+
+def random_demo_foundation(path) -> None:
+    """A foundation folder of random weights for the demo's tiny model: network, VAE and a (small, random)
+    phonetic audio encoder, as the demo needs all three. The shipped one is checked in tests/demo/test_foundation.py."""
+    import tempfile
+    from pathlib import Path
+
+    from vexpress.audio.phonetic import PhoneticNet, save_phonetic_encoder
+    from vexpress.models.weights import save_foundation
+    from vexpress.training.vae import tiny_vae as demo_vae
+
+    torch.manual_seed(0)
+    net = VExpressNet(VExpressConfig.tiny(audio_embedding_dim=80, latent_downscale=4))
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder = save_phonetic_encoder(Path(tmp) / "enc", PhoneticNet(hidden=16, dim=80, kernel=3, layers=1),
+                                        {"n_mels": 80, "rate_hz": 50.0}, {})
+        save_foundation(path, net, demo_vae(4, 0), {"command": "test"}, audio_encoder=encoder)
