@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -107,22 +105,14 @@ def save_phonetic_encoder(directory: str | os.PathLike, net: PhoneticNet, front_
     """Write ``directory`` (weights + ``config.json``) atomically; ``info`` records how it was trained."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
-    try:
-        tmp.chmod(0o755)
+    from vexpress.utils.io import atomic_dir
+
+    with atomic_dir(directory) as tmp:
         save_file({k: v.detach().float().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
         cfg = {"format": FORMAT, "version": 1, "network": dict(net.shape), "front_end": dict(front_end),
                **dict(info)}
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory)
 
 
 def train_phonetic_net(data: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], steps: int = 1500,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -35,7 +34,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from vexpress.errors import WeightsError
-from vexpress.utils.io import load_tensors, save_tensors
+from vexpress.utils.io import atomic_dir, load_tensors, save_tensors
 
 OFFICIAL_FILES = ("denoising_unet", "motion_module", "reference_net", "v_kps_guider", "audio_projection")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
@@ -216,18 +215,6 @@ class Export:
         return self.manifest.get("extra") or {}
 
 
-def _publish_folder(tmp: Path, directory: Path) -> None:
-    """Move the complete folder ``tmp`` to ``directory``, replacing what is there: the old folder is renamed away
-    first, so ``directory`` is at every moment either the old complete folder or the new one."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_export(directory: str | os.PathLike, net: torch.nn.Module, vae: Any | None = None,
                 audio_encoder: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
     """Write an export folder atomically: it appears complete under its final name or not at all.
@@ -240,9 +227,7 @@ def save_export(directory: str | os.PathLike, net: torch.nn.Module, vae: Any | N
         extra: anything else worth keeping (stage name, step, metrics).
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         save_official(net, tmp, "safetensors")
         if vae is not None:
             vae.save_pretrained(tmp / "vae", safe_serialization=True)
@@ -255,10 +240,6 @@ def save_export(directory: str | os.PathLike, net: torch.nn.Module, vae: Any | N
             "extra": dict(extra) if extra else {},
         }
         (tmp / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        _publish_folder(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -451,11 +432,7 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
     ``dtype`` safetensors in the official layout, the VAE under ``vae/``, a copy of the ``audio_encoder`` folder
     (:mod:`vexpress.audio.phonetic`) under ``audio_encoder/`` when given, and ``foundation.json`` (``info`` plus the
     network config). Returns the size in bytes of each file."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
-    try:
-        tmp.chmod(0o755)  # a folder meant for a repository, not mkdtemp's private 0700
+    with atomic_dir(directory) as tmp:  # 0755: a folder meant for a repository
         dicts = official_state_dicts(net)
         parts = {
             "reference_net": dicts["reference_net"],
@@ -487,10 +464,6 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
                     **({"audio_encoder": FOUNDATION_AUDIO_ENCODER} if audio_encoder is not None else {}),
                     **dict(info)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        _publish_folder(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sizes
 
 
@@ -501,19 +474,12 @@ def add_foundation_audio_encoder(directory: str | os.PathLike, audio_encoder: st
     ``audio_encoder_fit``. The caller checks that ``audio_encoder`` loads. Returns the encoder's size in bytes."""
     directory = Path(directory)
     manifest = read_foundation_manifest(directory)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
-    try:
-        tmp.rmdir()
-        shutil.copytree(directory, tmp)
-        tmp.chmod(0o755)
+    with atomic_dir(directory) as tmp:
+        shutil.copytree(directory, tmp, dirs_exist_ok=True)
         shutil.rmtree(tmp / FOUNDATION_AUDIO_ENCODER, ignore_errors=True)
         shutil.copytree(audio_encoder, tmp / FOUNDATION_AUDIO_ENCODER)
         manifest = {**manifest, "audio_encoder": FOUNDATION_AUDIO_ENCODER, "audio_encoder_fit": dict(record)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        _publish_folder(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sum(p.stat().st_size for p in (directory / FOUNDATION_AUDIO_ENCODER).iterdir())
 
 

@@ -15,8 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -24,6 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from vexpress.errors import WeightsError
+from vexpress.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -217,15 +216,7 @@ def load_or_fit_tiny_vae(
     k = standardise_latent_scale(vae, frames[:: max(1, frames.shape[0] // 1024)])
     info = {"key": key, **meta, **stats, "latent_rescale": k, "frames": int(frames.shape[0]),
             "seconds": time.perf_counter() - t0}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         vae.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return vae, info

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -49,6 +50,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+def publish_folder(tmp: Path, directory: Path) -> None:
+    """Move the complete folder ``tmp`` to ``directory``, replacing what is there: the old folder is renamed away
+    first, so ``directory`` is at every moment either the old complete folder or the new one."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``directory`` (``.name.XXXX.tmp-part``, mode 0755); when the block
+    succeeds it replaces ``directory`` (:func:`publish_folder`), on any error it is removed."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
+    try:
+        tmp.chmod(0o755)
+        yield tmp
+        publish_folder(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
