@@ -109,7 +109,7 @@ def fit_audio_encoder(acfg: Any, synthetic: Any, out: Path) -> dict[str, Any]:
         for clip in range(sc.clips_per_identity):
             _, wave, voicing, vowel_weight = clip_speech(sc, index, clip)
             (train if split == "train" else held).append((wave, voicing, vowel_weight))
-    front = {k: v for k, v in dict(acfg.front_end).items()}
+    front = dict(acfg.front_end)
     data = utterance_targets(train + held, front)
     net, record = train_phonetic_net(data, steps=int(acfg.steps), batch_size=int(acfg.batch_size), lr=float(acfg.lr),
                                      seed=int(acfg.seed), level_weight=float(acfg.level_weight),

@@ -7,6 +7,7 @@ hash of the configuration: a changed configuration gives a new folder, an unchan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -105,11 +106,18 @@ def encoder_identity(spec: Any) -> Any:
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
     if not files:
         return dict(spec)  # missing: building the encoder says so
+    # every clip's metadata holds the key: hash the files once per content version (name, size, mtime)
+    stamp = tuple((f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return {**{k: v for k, v in spec.items() if k != "path"}, "weights_sha256": _folder_digest(str(root), stamp)}
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_digest(root: str, stamp: tuple) -> str:
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.relative_to(root).as_posix().encode())
-        digest.update(f.read_bytes())
-    return {**{k: v for k, v in spec.items() if k != "path"}, "weights_sha256": digest.hexdigest()[:16]}
+    for rel, _, _ in stamp:
+        digest.update(rel.encode())
+        digest.update((Path(root) / rel).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def identity_ids(cfg: SynthConfig) -> list[tuple[int, str, str]]:
