@@ -228,3 +228,19 @@ def test_data_that_does_not_fit_the_model_fails_before_any_work(tmp_path):
     # a frame size that is not a multiple of the latent downscale is refused too
     with pytest.raises(InputError, match=r"data.image_size=66 .* multiple of 4"):
         ch.run(ch.overrides(tmp_path, ["logger=csv", "data.image_size=66"]))
+
+
+def test_stage_key_follows_the_exported_average():
+    """A stage that exports an EMA of its weights is another result: reruns must not reuse one for the other."""
+    from omegaconf import OmegaConf
+
+    from vexpress.training.runner import stage_key
+
+    base = OmegaConf.create({"stage": {"name": "image", "lr": 1e-3}, "seed": 7,
+                             "callbacks": {"stage_export": {"use_ema": True}}})
+    with_ema = OmegaConf.merge(base, {"callbacks": {"ema": {"decay": 0.99, "warmup": True, "every_n_steps": 1}}})
+    other_decay = OmegaConf.merge(with_ema, {"callbacks": {"ema": {"decay": 0.999}}})
+    not_exported = OmegaConf.merge(with_ema, {"callbacks": {"stage_export": {"use_ema": False}}})
+    keys = {stage_key(c) for c in (base, with_ema, other_decay)}
+    assert len(keys) == 3
+    assert stage_key(not_exported) == stage_key(base)

@@ -72,3 +72,18 @@ def test_writer_rejects_bad_frames(tmp_path):
     with pytest.raises(InputError):
         write_video(tmp_path / "x.mp4", np.zeros((3, 8, 8)), fps=25)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_writer_is_deterministic(tmp_path):
+    """The same frames make the same video, pixel for pixel (PyAV's implicit conversion inside encode() did not:
+    a synthetic clip's files differed between checkouts, and so did everything trained on them)."""
+    from vexpress.synthetic.generate import SynthConfig, generate_clip
+
+    frames = generate_clip(SynthConfig(num_identities=2, heldout_identities=1, seconds=1.0, size=64), 0, 0)["frames"]
+    decoded = []
+    for k in range(3):
+        write_video(tmp_path / f"{k}.mp4", frames, fps=25, crf=16, gop=10)
+        decoded.append(read_all_frames(tmp_path / f"{k}.mp4"))
+    assert decoded[0].shape == frames.shape
+    assert all(np.array_equal(decoded[0], d) for d in decoded[1:])
+    assert probe_video(tmp_path / "0.mp4").num_frames == frames.shape[0]

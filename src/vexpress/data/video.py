@@ -329,14 +329,20 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarra
             vs = container.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.options = {"crf": str(int(crf)), "g": str(int(gop)), "keyint_min": str(int(gop)),
-                          "preset": preset, "threads": str(int(threads)), "sc_threshold": "0"}
+                          "preset": preset, "threads": str(int(threads)), "sc_threshold": "0",
+                          # libx264's macroblock-tree lookahead made different bytes from the same frames from run to
+                          # run (2 of 15 runs on 64 px frames, PyAV 18.1 / its bundled x264); without it the output is
+                          # a function of the frames (tests/data/test_video.py::test_writer_is_deterministic)
+                          "x264-params": "mbtree=0"}
+            vs.codec_context.thread_count = int(threads)  # PyAV's own default (0 = auto) overrides "threads"
             astream = None
             if audio is not None:
                 astream = container.add_stream("aac", rate=int(audio_rate))
                 astream.layout = "mono"
                 astream.bit_rate = int(audio_bitrate)
-            for frame in arr:
+            for index, frame in enumerate(arr):
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                vf.pts = index
                 for packet in vs.encode(vf):
                     container.mux(packet)
             for packet in vs.encode():

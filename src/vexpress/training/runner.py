@@ -85,6 +85,11 @@ def stage_key(scfg: DictConfig, previous: str = "") -> str:
         # a chained stage starts from the previous export: its key (content) counts, not the folder it lives in
         part["stage"] = {k: v for k, v in part["stage"].items() if k != "init_from"}
     part["previous_stage"] = previous
+    callbacks = c.get("callbacks") or {}
+    ema = callbacks.get("ema")
+    if ema and (callbacks.get("stage_export") or {}).get("use_ema", True):
+        # the export holds the average, not the last weights: an EMA stage is another result (absent: keys as before)
+        part["ema"] = {k: ema.get(k) for k in ("decay", "warmup", "every_n_steps")}
     blob = json.dumps(part, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
