@@ -75,8 +75,8 @@ def test_writer_rejects_bad_frames(tmp_path):
 
 
 def test_writer_is_deterministic(tmp_path):
-    """The same frames make the same video, pixel for pixel (PyAV's implicit conversion inside encode() did not:
-    a synthetic clip's files differed between checkouts, and so did everything trained on them)."""
+    """The same frames make the same video, pixel for pixel (with libx264's mb-tree on they did not: a synthetic
+    clip's files differed between checkouts, and so did everything trained on them)."""
     from vexpress.synthetic.generate import SynthConfig, generate_clip
 
     frames = generate_clip(SynthConfig(num_identities=2, heldout_identities=1, seconds=1.0, size=64), 0, 0)["frames"]
