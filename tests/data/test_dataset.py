@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,50 @@ def test_default_kps_drawing_matches_the_generation_drawing(records):
     rec = next(r for r in records if r.id == s["clip_id"])
     kps = rec.kps[s["frame_indices"]]  # 32x32 clips, crop none/center = identity here
     assert torch.equal(s["kps_images"], draw_kps_sequence(32, 32, kps))
+
+
+def test_two_jobs_building_one_latent_cache_both_finish(records, tiny_set, tmp_path):
+    """Two jobs that start on the same latent cache (a multirun, study seeds side by side) each build in a folder of
+    their own; both finish, the first complete folder is kept and no temporary folder is left (they used to share
+    one '.building' folder and the second crashed renaming a file the first had removed)."""
+    import threading
+
+    from diffusers import AutoencoderKL
+    from omegaconf import OmegaConf
+
+    from vexpress.data.cache import INDEX
+    from vexpress.demo.prepare import ensure_latents
+
+    inside = threading.Barrier(2, timeout=60)
+
+    class BothInside(AutoencoderKL):
+        """A real VAE whose first encode in each job waits until the other job is building too."""
+
+        def encode(self, *args, **kwargs):
+            if not getattr(local, "met", False):
+                local.met = True
+                inside.wait()
+            return super().encode(*args, **kwargs)
+
+    local = threading.local()
+    torch.manual_seed(0)
+    vae = BothInside(block_out_channels=(8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 3,
+                     up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=4,
+                     layers_per_block=1).eval()
+    cfg = OmegaConf.create({"paths": {"cache_dir": str(tmp_path)}, "latent_cache": {"flip": False, "batch_size": 2}})
+    results, errors = [], []
+
+    def job():
+        try:
+            results.append(ensure_latents(cfg, Path(tiny_set), records, vae, {"key": "tiny"}, 32, "center").path)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(set(results)) == 1 and (results[0] / INDEX).is_file()
+    assert sorted(p.name for p in (tmp_path / "latents").iterdir()) == [results[0].name]

@@ -4,7 +4,6 @@ cache. Each step is cached, so a rerun only redoes what changed."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vexpress.demo.phases import progress_bar
+from vexpress.utils.io import atomic_dir
 
 
 def ensure_data(data_cfg: Any) -> Path:
@@ -94,10 +94,10 @@ def ensure_latents(cfg: Any, root: Path, records: Sequence[Any], vae: Any, vae_i
     path = Path(cfg.paths.cache_dir) / "latents" / key
     if (path / INDEX).is_file():
         return LatentCache(path)
-    tmp = path.with_name(f".{path.name}.building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_latent_cache(records, vae, tmp, image_size=image_size, crop=crop, flip=bool(cfg.latent_cache.flip),
-                       scaling_factor=float(vae.config.scaling_factor), batch_size=int(cfg.latent_cache.batch_size))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    # a folder of its own while building: two jobs that start on the same cache (a multirun, study seeds run side by
+    # side) both finish, and the first complete folder is the one kept
+    with atomic_dir(path, replace=path.exists()) as tmp:  # an existing folder here has no index: incomplete, replace it
+        build_latent_cache(records, vae, tmp, image_size=image_size, crop=crop, flip=bool(cfg.latent_cache.flip),
+                           scaling_factor=float(vae.config.scaling_factor),
+                           batch_size=int(cfg.latent_cache.batch_size))
     return LatentCache(path)

@@ -66,16 +66,23 @@ def publish_folder(tmp: Path, directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``directory`` (``.name.XXXX.tmp-part``, mode 0755); when the block
-    succeeds it replaces ``directory`` (:func:`publish_folder`), on any error it is removed."""
+def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``directory`` (``.name.XXXX.tmp-part``, mode 0755, a name of its own
+    so that concurrent writers never share one); when the block succeeds it replaces ``directory``
+    (:func:`publish_folder`), on any error it is removed.
+
+    ``replace=False`` is for caches whose content is a function of their name: when another process has published
+    ``directory`` meanwhile, that folder is kept (readers may have it open) and this one is dropped."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
     try:
         tmp.chmod(0o755)
         yield tmp
-        publish_folder(tmp, directory)
+        if replace or not directory.exists():
+            publish_folder(tmp, directory)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
