@@ -154,14 +154,15 @@ def test_default_kps_drawing_matches_the_generation_drawing(records):
 
 def test_two_jobs_building_one_latent_cache_both_finish(records, tiny_set, tmp_path):
     """Two jobs that start on the same latent cache (a multirun, study seeds side by side) each build in a folder of
-    their own; both finish, the first complete folder is kept and no temporary folder is left (they used to share
-    one '.building' folder and the second crashed renaming a file the first had removed)."""
+    their own; both finish, the first complete folder is kept, it is complete, and no temporary folder is left.
+    They used to share one '.building' folder: the old code failed this test in 1 of 3 runs (FileNotFoundError), as
+    two real demos on one cache did."""
     import threading
 
     from diffusers import AutoencoderKL
     from omegaconf import OmegaConf
 
-    from vexpress.data.cache import INDEX
+    from vexpress.data.cache import INDEX, LatentCache
     from vexpress.demo.prepare import ensure_latents
 
     inside = threading.Barrier(2, timeout=60)
@@ -197,3 +198,7 @@ def test_two_jobs_building_one_latent_cache_both_finish(records, tiny_set, tmp_p
     assert not errors, errors
     assert len(set(results)) == 1 and (results[0] / INDEX).is_file()
     assert sorted(p.name for p in (tmp_path / "latents").iterdir()) == [results[0].name]
+    cache = LatentCache(results[0], sample=False)  # complete: every frame of every clip is there
+    for rec in records:
+        first, others = cache.latents(rec.id, list(range(rec.num_frames)))
+        assert first.shape[0] == 4 and others.shape[1] == rec.num_frames - 1
