@@ -79,10 +79,15 @@ def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[P
     try:
         tmp.chmod(0o755)
         yield tmp
-        if replace or not directory.exists():
+        if replace:
             publish_folder(tmp, directory)
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            try:  # one atomic step: renaming onto a folder another job has filled fails instead of replacing it
+                os.rename(tmp, directory)
+            except OSError:
+                if not directory.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
