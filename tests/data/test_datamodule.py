@@ -52,7 +52,7 @@ def test_prepared_config_points_at_preprocessed_data(tiny_set, tmp_path):
 
 
 def test_audio_dim_mismatch_is_a_user_error(tiny_set):
-    from vexpress.data.datamodule import TalkingFaceDataModule
+    from vexpress.training.datamodule import TalkingFaceDataModule
 
     dm = TalkingFaceDataModule(root=str(tiny_set), num_frames=2, batch_size=2, image_size=32, audio_dim=768)
     with pytest.raises(InputError, match="audio_dim"):
@@ -64,7 +64,7 @@ def test_audio_dim_mismatch_is_a_user_error(tiny_set):
 
 
 def test_workers_and_state(tiny_set):
-    from vexpress.data.datamodule import TalkingFaceDataModule
+    from vexpress.training.datamodule import TalkingFaceDataModule
 
     dm = TalkingFaceDataModule(root=str(tiny_set), num_frames=3, batch_size=2, image_size=32, num_workers=2,
                                reference_margin=5, samples_per_clip=2, seed=5)

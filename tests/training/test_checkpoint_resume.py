@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from vexpress.callbacks.checkpoint import checkpoint_is_readable, resume_checkpoint
 from vexpress.errors import InputError
+from vexpress.training.checkpoints import checkpoint_is_readable, resume_checkpoint
 
 
 def _ckpt(path, step: int) -> None:

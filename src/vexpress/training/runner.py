@@ -40,6 +40,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vexpress.errors import InputError
+from vexpress.training.checkpoints import resume_checkpoint
 from vexpress.training.curriculum import Curriculum
 from vexpress.utils.io import write_json
 from vexpress.utils.paths import CONF_DIR
@@ -127,11 +128,9 @@ def _checkpoint_dir(cfg: DictConfig) -> Path:
 
 
 def _resume_checkpoint(cfg: DictConfig) -> str | None:
-    """The newest readable checkpoint of the stage (see :func:`vexpress.callbacks.checkpoint.resume_checkpoint`)."""
+    """The newest readable checkpoint of the stage (see :func:`vexpress.training.checkpoints.resume_checkpoint`)."""
     if not cfg.get("resume", True):
         return None
-    from vexpress.callbacks.checkpoint import resume_checkpoint
-
     return resume_checkpoint(_checkpoint_dir(cfg), str(cfg.stage.name))
 
 

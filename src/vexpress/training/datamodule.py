@@ -1,5 +1,8 @@
 """``TalkingFaceDataModule``: the LightningDataModule of the training app (``conf/data/*.yaml``).
 
+It composes :mod:`vexpress.data` (records, samples, latent cache) and :mod:`vexpress.synthetic` (the benchmark it
+generates on first use), so it lives here, above both: neither of those packages imports the other's user.
+
 Data comes either from a preprocessed folder (``root``: ``vexpress-preprocess`` output, an official HDTF-style
 preparation converted by it, or any ``vexpress-synth`` set) or from the synthetic benchmark generated on first use
 (``synthetic: {...}`` = :class:`~vexpress.synthetic.generate.SynthConfig` fields; cached by config hash under
