@@ -244,3 +244,17 @@ def test_stage_key_follows_the_exported_average():
     keys = {stage_key(c) for c in (base, with_ema, other_decay)}
     assert len(keys) == 3
     assert stage_key(not_exported) == stage_key(base)
+
+
+def test_stage_key_follows_the_data_not_where_its_class_lives():
+    """Moving the DataModule class (its ``_target_``) keeps trained stages; changing what it feeds does not."""
+    from omegaconf import OmegaConf
+
+    from vexpress.training.runner import stage_key
+
+    base = OmegaConf.create({"stage": {"name": "image"}, "seed": 7,
+                             "data": {"_target_": "vexpress.training.datamodule.TalkingFaceDataModule",
+                                      "image_size": 64, "num_workers": 0}})
+    moved = OmegaConf.merge(base, {"data": {"_target_": "somewhere.else.TalkingFaceDataModule", "num_workers": 4}})
+    other_size = OmegaConf.merge(base, {"data": {"image_size": 32}})
+    assert stage_key(moved) == stage_key(base) != stage_key(other_size)

@@ -49,7 +49,9 @@ log = logging.getLogger("vexpress.train")
 
 #: Config parts that decide what a stage computes (paths, loggers, progress bars and names do not).
 _KEY_PARTS = ("stage", "model", "data", "noise_scheduler", "seed", "resumable_data")
-_KEY_IGNORE_DATA = ("cache_dir", "latent_cache", "num_workers", "persistent_workers", "pin_memory",
+#: data settings that do not change what a stage learns; ``_target_`` is where the DataModule class lives, which a
+#: move of code must not turn into a retrain (its arguments are what count)
+_KEY_IGNORE_DATA = ("_target_", "cache_dir", "latent_cache", "num_workers", "persistent_workers", "pin_memory",
                     "workers_for_synthesis", "prefetch_factor")
 _KEY_TRAINER = ("max_steps", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches",
                 "devices", "num_nodes")
