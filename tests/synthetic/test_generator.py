@@ -137,3 +137,44 @@ def test_cli_run(tmp_path):
                                           f"preview={tmp_path / 'p.png'}", f"cache_dir={tmp_path}"])
     root = run(cfg)
     assert (root / "manifest.json").is_file() and (tmp_path / "p.png").is_file()
+
+
+def test_two_jobs_generating_one_set_both_finish(tmp_path):
+    """Two jobs that ask for the same synthetic set at once (a multirun, study seeds side by side) both get it whole.
+
+    The second job starts once the first has written a clip. They used to share the '.building' folder unguarded:
+    the first to finish renamed it away under the other, or cleaned the other's half-written clip."""
+    import threading
+
+    from vexpress.data.records import MANIFEST, load_manifest
+
+    cfg = SynthConfig(**SMALL)
+    first_clip_written, second_started = threading.Event(), threading.Event()
+    results, errors = {}, []
+
+    def progress_of(name):
+        def progress(done, total):
+            if name == "a" and done == 1:
+                first_clip_written.set()
+                second_started.wait(timeout=5)  # a job that waits for the lock never reports: go on after 5 s
+            if name == "b":
+                second_started.set()
+        return progress
+
+    def job(name):
+        try:
+            if name == "b":
+                first_clip_written.wait(timeout=60)
+            results[name] = ensure_synthetic_dataset(cfg, cache_dir=tmp_path, workers=1, progress=progress_of(name))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results["a"] == results["b"] and (results["a"] / MANIFEST).is_file()
+    assert len(load_manifest(results["a"])) == 3
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [cfg.key()]  # no building folder left

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -276,9 +275,12 @@ def ensure_synthetic_dataset(cfg: SynthConfig | Mapping[str, Any] | None = None,
     """The dataset folder for ``cfg``, generated on first use and then reused (content-addressed cache).
 
     Generation happens in a temporary folder renamed into place when complete, so an interrupted run never
-    leaves a half set under the final name (its finished clips are reused by the next run).
+    leaves a half set under the final name (its finished clips are reused by the next run). Jobs that ask for the
+    same set at once take turns on a lock (:func:`~vexpress.utils.io.exclusive_lock`): one builds, the others wait
+    and reuse it.
     """
     from vexpress.data.records import MANIFEST
+    from vexpress.utils.io import exclusive_lock
 
     if not isinstance(cfg, SynthConfig):
         cfg = SynthConfig.from_dict(cfg)
@@ -286,16 +288,12 @@ def ensure_synthetic_dataset(cfg: SynthConfig | Mapping[str, Any] | None = None,
     final = cache / cfg.key()
     if (final / MANIFEST).is_file():
         return final
-    cache.mkdir(parents=True, exist_ok=True)
-    work = cache / f".{cfg.key()}.building"
-    generate_dataset(cfg, work, workers=workers, progress=progress)
-    try:
+    with exclusive_lock(cache / f".{cfg.key()}.lock", f"the synthetic set {final}"):
+        if (final / MANIFEST).is_file():  # another job made it while this one waited
+            return final
+        work = cache / f".{cfg.key()}.building"  # one builder at a time: a killed one's clips are reused
+        generate_dataset(cfg, work, workers=workers, progress=progress)
         os.replace(work, final)
-    except OSError:  # another process finished first
-        if (final / MANIFEST).is_file():
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            raise
     return final
 
 

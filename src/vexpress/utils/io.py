@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from vexpress.errors import InputError, WeightsError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux/macOS: no advisory locks
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("vexpress.io")
 
 
 def _umask() -> int:
@@ -91,6 +99,29 @@ def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str = "") -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on the file ``path`` for the block; wait while another job holds it.
+
+    For work that many jobs may start at once on one shared folder and that only one should do (a cache built in
+    place, resumably): the others wait, then find the result. The lock dies with its process, so a killed job never
+    leaves one behind. The lock file itself stays (removing it would let two jobs lock two different files). Where
+    ``fcntl`` is missing this holds nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                log.info("waiting for another job that is building %s (lock %s)", what or path.stem, path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager
