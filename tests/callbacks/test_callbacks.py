@@ -47,6 +47,27 @@ def test_ema_weights_average_and_restore():
     assert cb._pending is not None  # applied when the fit starts
 
 
+def test_ema_says_when_the_warmup_ramp_set_the_average(caplog):
+    """The ramp reaches decay 0.99 after 890 updates: a shorter stage's average was set by the ramp (a decay change
+    alone would not change the export), and the stage end says so; a stage past that point says nothing."""
+    import logging
+
+    p = {"w": torch.nn.Parameter(torch.zeros(2))}
+    cb = EMA(decay=0.99)
+    cb.weights = EMAWeights(p, decay=0.99)
+    for _ in range(300):
+        cb.weights.update(p)
+    with caplog.at_level(logging.INFO, logger="vexpress.train"):
+        cb.on_train_end(None, None)
+    assert "ramp set this stage's average" in caplog.text and "after 890 updates" in caplog.text
+    caplog.clear()
+    for _ in range(590):
+        cb.weights.update(p)
+    with caplog.at_level(logging.INFO, logger="vexpress.train"):
+        cb.on_train_end(None, None)
+    assert cb.weights.current_decay() == 0.99 and "ramp" not in caplog.text
+
+
 def test_influence_probe_definition():
     net = tiny_network()
     b = fakes.batch(num_frames=2)
