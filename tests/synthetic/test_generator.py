@@ -178,3 +178,13 @@ def test_two_jobs_generating_one_set_both_finish(tmp_path):
     assert results["a"] == results["b"] and (results["a"] / MANIFEST).is_file()
     assert len(load_manifest(results["a"])) == 3
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [cfg.key()]  # no building folder left
+
+
+def test_a_cache_folder_that_cannot_take_files_is_a_one_line_error(tmp_path):
+    from vexpress.errors import InputError
+
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    with pytest.raises(InputError, match="synthetic cache folder .*taken") as exc:
+        ensure_synthetic_dataset(SynthConfig(**SMALL), cache_dir=taken, workers=1)
+    assert "\n" not in str(exc.value) and taken.read_text() == "x"

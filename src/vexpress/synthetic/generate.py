@@ -280,7 +280,7 @@ def ensure_synthetic_dataset(cfg: SynthConfig | Mapping[str, Any] | None = None,
     and reuse it.
     """
     from vexpress.data.records import MANIFEST
-    from vexpress.utils.io import exclusive_lock
+    from vexpress.utils.io import check_writable_folder, exclusive_lock
 
     if not isinstance(cfg, SynthConfig):
         cfg = SynthConfig.from_dict(cfg)
@@ -288,6 +288,7 @@ def ensure_synthetic_dataset(cfg: SynthConfig | Mapping[str, Any] | None = None,
     final = cache / cfg.key()
     if (final / MANIFEST).is_file():
         return final
+    check_writable_folder(cache, "synthetic cache folder")  # a file or read-only path: one line, before the lock
     with exclusive_lock(cache / f".{cfg.key()}.lock", f"the synthetic set {final}"):
         if (final / MANIFEST).is_file():  # another job made it while this one waited
             return final
