@@ -136,3 +136,36 @@ def test_stale_temporary_of_a_killed_process_is_removed_by_the_next_run(tmp_path
     assert not tmp.exists() and out.is_file()
     assert unrelated.is_file()  # another output's temporary file is not touched
     assert remove_stale_temporaries(out) == []
+
+
+_STOPPED_BEFORE_THE_WITH = """
+import signal, sys, time
+from vexpress.pipelines.video_io import reserve_output
+
+def on_term(signum, frame):
+    raise SystemExit(128 + signum)  # what vexpress-generate does with SIGTERM
+
+signal.signal(signal.SIGTERM, on_term)
+res = reserve_output(sys.argv[1])  # reserved, and the ``with`` that would discard it is never entered
+print(res.tmp, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_stop_signal_before_the_with_block_still_removes_the_temporary_file(tmp_path):
+    """SIGTERM can land after the reservation is made and before the caller's ``with`` block starts: the process
+    exits through ``SystemExit`` and its temporary file is removed at interpreter exit (it used to outlive it)."""
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", _STOPPED_BEFORE_THE_WITH, str(out)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        tmp = Path(proc.stdout.readline().strip())
+        assert tmp.is_file()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        proc.stdout.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from vexpress.errors import InputError
+from vexpress.utils.io import deferred_signals
 
 MANIFEST = "manifest.json"
 CLIPS_DIR = "clips"
@@ -271,8 +272,10 @@ def write_clip(root: str | os.PathLike, meta: Mapping[str, Any], tensors: Mappin
     final.parent.mkdir(parents=True, exist_ok=True)
     num_frames = int(meta["num_frames"])
     check_record_tensors(tensors, num_frames, f"clip {clip_id}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{clip_id}.", suffix=".tmp-part", dir=final.parent))
+    tmp = None
     try:
+        with deferred_signals():  # a stop signal lands after ``tmp`` is set, so the clean-up below removes it
+            tmp = Path(tempfile.mkdtemp(prefix=f".{clip_id}.", suffix=".tmp-part", dir=final.parent))
         meta = dict(meta)
         if video_writer is not None:
             video_writer(tmp / VIDEO)
@@ -291,7 +294,8 @@ def write_clip(root: str | os.PathLike, meta: Mapping[str, Any], tensors: Mappin
         else:
             os.replace(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return read_clip(final)
 

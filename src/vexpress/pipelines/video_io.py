@@ -11,6 +11,8 @@ e.g. ``/proc``, fails at once, even for root, for whom ``os.access`` always says
 ``flock`` on it while the run lives. A run killed with SIGKILL cannot remove its temporary file, but its lock dies
 with it: the next reservation of the same output name removes every unlocked ``.<name>.*.tmp-part`` (stale) and
 leaves locked ones (a live run) alone. :class:`VideoWriter` adopts the reservation of its path when there is one.
+A stop signal (Ctrl-C, SIGTERM) waits while the file is created and registered, and a registered reservation that
+no ``with`` block discarded (the signal landed just before it) is removed at interpreter exit.
 
 Audio track. The muxed audio is trimmed or zero-padded to the video's exact duration (frames / fps), so the audio
 and video streams end together; decoders may still add up to one AAC frame (1024 samples) of silence at the end.
@@ -18,6 +20,7 @@ and video streams end together; decoders may still add up to one AAC frame (1024
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from vexpress.errors import InputError
+from vexpress.utils.io import deferred_signals
 
 AUDIO_BITRATE = 128_000
 #: Suffix of the temporary files of outputs being written.
@@ -163,22 +167,32 @@ def reserve_output(path: str | os.PathLike, what: str = "output video") -> Outpu
         raise InputError(f"cannot create folder {parent} for the {what}: {err.strerror or err}; choose another "
                          "output path") from err
     removed = remove_stale_temporaries(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=parent)
-    except OSError as err:
-        for folder in new_folders:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise InputError(f"cannot write the {what} {path}: creating a file in {parent} failed "
-                         f"({err.strerror or err}); choose a writable folder") from err
-    _try_lock(fd)
-    res = OutputReservation(path, Path(name), fd, new_folders)
-    res.removed_stale = removed
-    previous = _RESERVED.get(path)
+    # from the file's creation to its registration a stop signal waits; once registered, the file is removed by
+    # the caller's ``with`` block or, if the signal lands before that block is entered, at interpreter exit
+    with deferred_signals():
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=parent)
+        except OSError as err:
+            for folder in new_folders:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise InputError(f"cannot write the {what} {path}: creating a file in {parent} failed "
+                             f"({err.strerror or err}); choose a writable folder") from err
+        _try_lock(fd)
+        res = OutputReservation(path, Path(name), fd, new_folders)
+        res.removed_stale = removed
+        previous = _RESERVED.get(path)
+        _RESERVED[path] = res
     if previous is not None and previous is not res:
         previous.discard()
-    _RESERVED[path] = res
     return res
+
+
+@atexit.register
+def _discard_unfinished() -> None:
+    """At interpreter exit (also after ``SystemExit`` from SIGTERM), remove every reservation not committed."""
+    for res in list(_RESERVED.values()):
+        res.discard()
 
 
 def reserved_for(path: str | os.PathLike) -> OutputReservation | None:

@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -34,6 +36,40 @@ def _umask() -> int:
     return mask
 
 
+#: The signals that stop a run cleanly (Ctrl-C, ``kill``): their Python handlers raise in the main thread.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back for a few statements; they are raised again when the block ends.
+
+    For the gap between creating a temporary file and recording it where the clean-up will find it: a stop signal
+    handled in that gap raises before the ``try`` that removes the file, which then outlives the run. Inside the block
+    the two signals are only recorded (Python-level handlers: masking the main thread would not do, because the kernel
+    hands a process-wide signal to any thread that does not mask it, e.g. torch's workers, and Python then runs the
+    handler in the main thread all the same). A signal that is ignored, or handled outside Python, is left alone.
+    Only the main thread can set handlers; elsewhere this is a no-op. Keep the block short and free of waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    saved = {}
+    for sig in STOP_SIGNALS:
+        current = signal.getsignal(sig)
+        if current is None or current == signal.SIG_IGN:
+            continue
+        saved[sig] = current
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)  # the restored handler runs now (e.g. SystemExit), after the file is recorded
+
+
 def _tmp_path(path: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-part", dir=path.parent)
     os.close(fd)
@@ -49,15 +85,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = None
     try:
+        with deferred_signals():  # a stop signal lands after ``tmp`` is set, so the clean-up below removes it
+            tmp = _tmp_path(path)
         yield tmp
         if tmp.exists():  # mkstemp creates 0600; give the final file the usual permissions (umask applied)
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
         raise
 
 
@@ -83,8 +122,10 @@ def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[P
     ``directory`` meanwhile, that folder is kept (readers may have it open) and this one is dropped."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
+    tmp = None
     try:
+        with deferred_signals():  # see atomic_path
+            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
         tmp.chmod(0o755)
         yield tmp
         if replace:
@@ -97,7 +138,8 @@ def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[P
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -134,7 +176,8 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     try:
         for p in finals:
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmps.append(_tmp_path(p))
+            with deferred_signals():  # see atomic_path
+                tmps.append(_tmp_path(p))
         yield list(tmps)
         mode = 0o666 & ~_umask()
         for tmp in tmps:
@@ -255,13 +298,14 @@ def probe_writable(folder: str | os.PathLike, what: str = "output") -> Path:
     Unlike ``os.access`` this also catches what root cannot write (read-only mounts, ``/proc``).
     """
     folder = Path(folder)
-    try:
-        fd, name = tempfile.mkstemp(prefix=".vexpress-write-test.", suffix=".tmp-part", dir=folder)
-    except OSError as err:
-        raise InputError(f"{what} folder {folder} is not writable ({err.strerror or err}); choose another "
-                         "output path") from err
-    os.close(fd)
-    os.unlink(name)
+    with deferred_signals():  # a stop signal cannot strand the probe file between its creation and removal
+        try:
+            fd, name = tempfile.mkstemp(prefix=".vexpress-write-test.", suffix=".tmp-part", dir=folder)
+        except OSError as err:
+            raise InputError(f"{what} folder {folder} is not writable ({err.strerror or err}); choose another "
+                             "output path") from err
+        os.close(fd)
+        os.unlink(name)
     return folder
 
 
