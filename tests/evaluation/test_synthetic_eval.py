@@ -56,3 +56,31 @@ def test_control_separates_audio_following_from_audio_ignoring(synth_records, tm
     res2 = evaluate_synthetic(ignorer, run_name="ignores", frame_stride=3, include_gt=False)
     assert mouth_control_summary(res2)["ratio"] == pytest.approx(1.0, abs=0.05)
     assert "ground truth" not in res2.summary
+
+
+def test_mouth_error_split_finds_a_known_gain_offset_and_lag():
+    from vexpress.evaluation.synthetic import mouth_error_split
+
+    rng = np.random.default_rng(0)
+    true = np.clip(rng.normal(0.2, 0.15, size=(6, 20)), 0, 1)
+    scaled = 1.3 * true + 0.02  # a mouth that opens 30 % too far, plus a small offset
+    split = mouth_error_split(scaled, true)
+    assert split["gain"] == pytest.approx(1.3) and split["offset"] == pytest.approx(0.02)
+    assert split["err_after_line"] == pytest.approx(0.0, abs=1e-9) and split["corr"] == pytest.approx(1.0)
+    assert split["mouth_err"] == pytest.approx(np.abs(scaled - true).mean())
+    assert split["best_lag"] == 0 and len(split["err_by_frame"]) == 20
+
+    late = np.concatenate([true[:, :1], true[:, :-1]], axis=1)  # measured frame t shows true frame t - 1
+    assert mouth_error_split(late, true)["best_lag"] == 1
+    early = np.concatenate([true[:, 1:], true[:, -1:]], axis=1)
+    assert mouth_error_split(early, true)["best_lag"] == -1
+
+    edge = true.copy()
+    edge[:, 0] += 0.1  # a spurious opening in the window's first frame only
+    by_frame = mouth_error_split(edge, true)["err_by_frame"]
+    assert by_frame[0] == pytest.approx(0.1) and max(by_frame[1:]) == 0.0
+
+    from vexpress.errors import InputError
+
+    with pytest.raises(InputError, match="clips, frames"):
+        mouth_error_split(true[:, :4], true[:, :4])

@@ -91,17 +91,26 @@ def read_demo_report(demo_output: Path) -> dict[str, Any]:
     return report
 
 
+def run_export(demo_output: Path, report: Mapping[str, Any], run: str) -> Path:
+    """The final stage export of ``run`` in the demo at ``demo_output`` (from its report; not checked for DONE)."""
+    from vexpress.training.curriculum import EXPORT_DIR, STAGES_DIR
+
+    stages = (report.get("train") or {}).get(run or "") or []
+    if not run or not stages or not stages[-1].get("stage_dir"):
+        raise InputError(f"the demo report in {demo_output} names no trained run {run!r}; run make demo first")
+    return Path(demo_output) / "runs" / run / STAGES_DIR / Path(str(stages[-1]["stage_dir"])).name / EXPORT_DIR
+
+
 def teacher_export(demo_output: Path, report: Mapping[str, Any], given: Path | None = None) -> tuple[str, Path]:
     """(recipe run, its final stage export) of the demo, or ``given`` as the teacher; the export must be finished
     (``DONE`` marker)."""
     from vexpress.demo.report import recipe_run
-    from vexpress.training.curriculum import EXPORT_DIR, STAGES_DIR, read_done_marker
+    from vexpress.training.curriculum import read_done_marker
 
     run = recipe_run(report.get("roles") or {})
-    stages = (report.get("train") or {}).get(run or "") or []
-    if not run or not stages or not stages[-1].get("stage_dir"):
-        raise InputError(f"the demo report in {demo_output} names no trained recipe run; run make demo first")
-    export = demo_output / "runs" / run / STAGES_DIR / Path(str(stages[-1]["stage_dir"])).name / EXPORT_DIR
+    if not run:
+        raise InputError(f"the demo report in {demo_output} names no recipe run; run make demo first")
+    export = run_export(demo_output, report, run)
     if given is not None:
         export = Path(given).resolve()
     if not read_done_marker(export):

@@ -146,5 +146,37 @@ def mouth_control_summary(res: EvalResults) -> Mapping[str, float]:
     return {"mouth_err_correct": correct, "mouth_err_shuffled": shuffled, "ratio": ratio}
 
 
+def mouth_error_split(measured: Any, true: Any, max_lag: int = 2) -> Dict[str, Any]:
+    """Where a mouth error comes from, from per-frame openings ``(clips, frames)`` measured in generated clips and
+    their truth (e.g. ``measure_clip``'s ``mouth`` / ``gt_mouth``, first column).
+
+    Returns ``mouth_err`` (mean absolute error, as ``mouth_err`` of :class:`SyntheticSpec`); ``gain`` and ``offset``
+    of the least-squares line measured = gain * true + offset (gain > 1: the mouth opens too far), ``bias`` (mean
+    measured - true) and ``err_after_line`` (the error the line cannot explain: frames the model gets wrong, not a
+    scale); ``corr``; ``err_by_lag`` and ``best_lag`` (measured frame t against true frame t - lag: a timing offset
+    shows as a best lag other than 0); and the per-position means ``err_by_frame``, ``true_by_frame``,
+    ``measured_by_frame`` (edge effects of the generated window show at its first and last positions)."""
+    op = np.asarray(measured, dtype=np.float64)
+    gt = np.asarray(true, dtype=np.float64)
+    if op.ndim != 2 or op.shape != gt.shape or op.shape[1] <= 2 * max_lag:
+        raise InputError(f"measured and true openings must both be (clips, frames > {2 * max_lag}), got "
+                         f"{op.shape} and {gt.shape}")
+    err = np.abs(op - gt)
+    frames = op.shape[1]
+    gain, offset = np.polyfit(gt.ravel(), op.ravel(), 1) if gt.std() > 0 else (float("nan"), float("nan"))
+    lags = {}
+    for k in range(-max_lag, max_lag + 1):
+        a, b = (op[:, k:], gt[:, : frames - k]) if k >= 0 else (op[:, : frames + k], gt[:, -k:])
+        lags[k] = float(np.abs(a - b).mean())
+    corr = float(np.corrcoef(op.ravel(), gt.ravel())[0, 1]) if op.std() > 0 and gt.std() > 0 else float("nan")
+    return {
+        "mouth_err": float(err.mean()), "gain": float(gain), "offset": float(offset),
+        "bias": float((op - gt).mean()), "err_after_line": float(np.abs(op - (gain * gt + offset)).mean()),
+        "corr": corr, "best_lag": int(min(lags, key=lags.get)), "err_by_lag": lags,
+        "err_by_frame": err.mean(0).tolist(), "true_by_frame": gt.mean(0).tolist(),
+        "measured_by_frame": op.mean(0).tolist(),
+    }
+
+
 __all__ = ["SyntheticItem", "evaluate_synthetic", "shuffled_audio_sources", "default_synthetic_metrics",
-           "mouth_control_summary"]
+           "mouth_control_summary", "mouth_error_split"]
