@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=EXPLORATION_CLIPS)
     ap.add_argument("--allow-report-clips", action="store_true")
     ap.add_argument("--audio-attention-weight", type=float, help="override the report's sampler setting")
+    ap.add_argument("--steps", type=int, help="override the report's number of sampling steps")
     ap.add_argument("--out", required=True, help="JSON file: per-clip openings and the summary")
     args = ap.parse_args(argv)
     if args.clips > EXPLORATION_CLIPS and not args.allow_report_clips:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     proto = dict(report["protocol"])
     if args.audio_attention_weight is not None:
         proto["audio_attention_weight"] = args.audio_attention_weight
+    if args.steps is not None:
+        proto["num_inference_steps"] = args.steps
     frames = int(proto.get("frames") or 16)
     ecfg = OmegaConf.create({**proto, "frames": frames})
     export = Path(args.export) if args.export else run_export(demo, report, args.run)
