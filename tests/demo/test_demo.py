@@ -162,6 +162,10 @@ def test_goals_and_paired_tables_follow_the_run_roles():
     g = goals({**evals, "ours": {**row(0.1), "ratio": 1.9, "pose_err": 1.6}}, roles, floor)
     assert not g["ratio"]["met"] and not g["pose_err"]["met"] and g["mouth_err_correct"]["met"] and not g["all_met"]
     assert not goals(evals, roles, {})["identity_err"]["met"]  # no floor: a relative goal cannot be met
+    # the standard error over the recipe's clips, where it has per-clip values (two clips 0.1 and 0.3: 0.1)
+    spread = {**row(0.2), "per_clip": {"c0": {"mouth_err_correct": 0.1}, "c1": {"mouth_err_correct": 0.3}}}
+    g = goals({**evals, "ours": spread}, roles, floor)
+    assert g["mouth_err_correct"]["se"] == pytest.approx(0.1) and g["identity_err"]["se"] is None
     paired = paired_table(evals, roles)
     assert list(paired) == ["baseline"] and paired["baseline"]["mouth_err_correct"]["mean"] == pytest.approx(-0.1)
     assert goals(evals, {"baseline": "ablation"}, floor) == {}

@@ -23,12 +23,21 @@ def paired_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, 
     clips = sorted(set(pa) & set(pb))
     out = {}
     for m in PAIRED_METRICS:
-        d = np.array([pa[c][m] - pb[c][m] for c in clips if m in pa[c] and m in pb[c]], dtype=np.float64)
-        d = d[np.isfinite(d)]
+        d = _finite([pa[c][m] - pb[c][m] for c in clips if m in pa[c] and m in pb[c]])
         if d.size:
-            se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan")
-            out[m] = {"mean": float(d.mean()), "se": se, "n": int(d.size)}
+            se = _standard_error(d)
+            out[m] = {"mean": float(d.mean()), "se": float("nan") if se is None else se, "n": int(d.size)}
     return out
+
+
+def _finite(values: Any) -> np.ndarray:
+    v = np.asarray(list(values), dtype=np.float64)
+    return v[np.isfinite(v)]
+
+
+def _standard_error(values: np.ndarray) -> float | None:
+    """Standard error of the mean (sample standard deviation / sqrt(n)); ``None`` below 2 values."""
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -81,8 +90,18 @@ def goals(evals: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str],
     pose = rec.get("pose_err")
     g["pose_err"] = {"value": pose, "limit": study.GOAL_POSE_MAX_PX, "rule": f"<= {study.GOAL_POSE_MAX_PX:g} px",
                      "met": bool(finite(pose) and pose <= study.GOAL_POSE_MAX_PX)}
+    for name in ("identity_err", "mouth_err_correct", "pose_err"):  # how far this seed's clips let the value move
+        g[name]["se"] = clip_standard_error(rec, name)
     g["all_met"] = all(v["met"] for v in g.values())
     return g
+
+
+def clip_standard_error(row: Mapping[str, Any], metric: str) -> float | None:
+    """Standard error over a run's held-out clips of ``metric`` (its ``per_clip`` values); ``None`` below 2 clips.
+    It covers clip-to-clip noise only: another training seed moves a run's figures further (the study's bootstrap
+    crosses both)."""
+    return _standard_error(_finite(r[metric] for r in (row.get("per_clip") or {}).values()
+                                   if isinstance(r, Mapping) and metric in r))
 
 
 def paired_table(evals: Mapping[str, Mapping[str, Any]], roles: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -184,13 +203,16 @@ def write_report(out: Path, report: Mapping[str, Any]) -> None:
     if gt:
         lines.append(f"| ground-truth video (measurement floor) | {_f(gt.get('mouth_err'))} | | | "
                      f"{_f(gt.get('mouth_corr'), 2)} | {_f(gt.get('identity_err'))} | {_f(gt.get('pose_err'), 2)} |")
-    lines += ["", "## Goals (recipe, held-out identities)", "", "| goal | measured | limit | rule | met |",
-              "|---|---|---|---|---|"]
+    lines += ["", "## Goals (recipe, held-out identities)", "",
+              "| goal | measured | +- standard error over clips | limit | rule | met |", "|---|---|---|---|---|---|"]
     for k, v in g.items():
         if isinstance(v, Mapping):
-            lines.append(f"| {k} | {_f(v.get('value'))} | {_f(v.get('limit'))} | {v.get('rule')} | {v.get('met')} |")
-    lines.append(f"\nAll goals met: **{g.get('all_met')}**. Recipe against the ablations: the paired table below for "
-                 "this seed; `experiments/demo/study.sh` for verdicts over seeds.")
+            se = _f(v["se"], 4) if v.get("se") is not None else ""
+            lines.append(f"| {k} | {_f(v.get('value'))} | {se} | {_f(v.get('limit'))} | {v.get('rule')} | "
+                         f"{v.get('met')} |")
+    lines.append(f"\nAll goals met: **{g.get('all_met')}**. One training seed: the standard error covers this seed's "
+                 "clips only, and another seed moves the figures further. Goals and claims over seeds: "
+                 "`experiments/demo/study.sh`; recipe against the ablations for this seed: the paired table below.")
     paired = report.get("paired") or {}
     if paired:
         recipe = recipe_run(report.get("roles") or {}) or "recipe"
