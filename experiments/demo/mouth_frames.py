@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vexpress.data.records import load_manifest
     from vexpress.demo.distill import run_export
-    from vexpress.demo.evaluate import _pipeline, generate_clip
+    from vexpress.demo.evaluate import export_pipeline, generate_clip
     from vexpress.evaluation.synthetic import mouth_error_split
     from vexpress.synthetic.measure import measure_clip
     from vexpress.utils.io import write_json
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ecfg = OmegaConf.create({**proto, "frames": frames})
     export = Path(args.export) if args.export else run_export(demo, report, args.run)
     held = load_manifest(report["data"]["root"], split="heldout")[: args.clips]  # clips from 0: exploration first
-    pipe = _pipeline(export, ecfg)
+    pipe = export_pipeline(export, ecfg)
     per_clip, ops, gts = {}, [], []
     for rec in held:
         out = generate_clip(pipe, rec, rec, frames, ecfg)

@@ -261,9 +261,9 @@ def sampler_settings(ecfg: Any, sampler: str, steps: int, guidance: float) -> An
 
 def warm_up(export: Path, record: Any, ecfg: Any) -> None:
     """One untimed clip, so no timed evaluation pays the process's first-call costs."""
-    from vexpress.demo.evaluate import _pipeline, generate_clip
+    from vexpress.demo.evaluate import export_pipeline, generate_clip
 
-    generate_clip(_pipeline(export, ecfg), record, record, min(2, int(ecfg.frames)), ecfg)
+    generate_clip(export_pipeline(export, ecfg), record, record, min(2, int(ecfg.frames)), ecfg)
 
 
 def evaluate_sampler(label: str, role: str, export: Path, ecfg: Any, records: Sequence[Any],

@@ -22,7 +22,8 @@ from vexpress.pipelines import VExpressPipeline
 from vexpress.training.curriculum import stage_id
 
 
-def _pipeline(export_dir: Path, ecfg: Any):
+def export_pipeline(export_dir: Path, ecfg: Any):
+    """A CPU fp32 pipeline from a stage export, with the evaluation's audio encoder and sampler (``ecfg``)."""
     return VExpressPipeline.from_export(export_dir, audio_encoder=build_audio_encoder(
         dict(ecfg.audio_encoder) if ecfg.get("audio_encoder") else None), sampler=str(ecfg.sampler), device="cpu",
         dtype="fp32")
@@ -50,7 +51,7 @@ def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ec
 
 def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffled: Mapping[str, Any], ecfg: Any,
                     out_dir: Path, include_gt: bool) -> dict[str, Any]:
-    pipe = _pipeline(export_dir, ecfg)
+    pipe = export_pipeline(export_dir, ecfg)
     items = []
     bar = progress_bar(2 * len(records), f"generate {label}")
     try:
@@ -139,7 +140,7 @@ def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], 
     panels = [rec.frames(range(n))]
     for run in scfg.runs:
         export = Path(results[run][-1]["export"])
-        panels.append(generate_clip(_pipeline(export, cfg.eval), rec, rec, n, cfg.eval)[:n])
+        panels.append(generate_clip(export_pipeline(export, cfg.eval), rec, rec, n, cfg.eval)[:n])
     frames = np.concatenate(panels, axis=2)
     wave = rec.audio[: int(round(n / float(rec.fps) * 16000))].numpy()
     path = out / "sample.mp4"
