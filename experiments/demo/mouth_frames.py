@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ecfg = OmegaConf.create({**proto, "frames": frames})
     export = Path(args.export) if args.export else run_export(demo, report, args.run)
     held = load_manifest(report["data"]["root"], split="heldout")[: args.clips]  # clips from 0: exploration first
-    pipe = export_pipeline(export, ecfg)
+    pipe = export_pipeline(export, ecfg, (report.get("vae") or {}).get("dir"))  # decoded as the report decodes
     per_clip, ops, gts = {}, [], []
     for rec in held:
         out = generate_clip(pipe, rec, rec, frames, ecfg)

@@ -24,7 +24,9 @@ from vexpress.models.weights import (
     init_from_foundation,
     load_foundation_vae,
     read_foundation_manifest,
+    replace_foundation_vae_decoder,
     save_foundation,
+    vae_encoder_tensors,
 )
 from vexpress.training.export import load_weights
 from vexpress.training.vae import tiny_vae
@@ -96,6 +98,34 @@ def test_adding_an_audio_encoder_keeps_the_rest_of_the_foundation(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def test_replacing_the_vae_decoder_keeps_the_rest_and_refuses_another_encoder(tmp_path):
+    save_foundation(tmp_path / "f", _demo_net(0), tiny_vae(4, 0), {"command": "first"})
+    before = {p.relative_to(tmp_path / "f"): p.read_bytes() for p in (tmp_path / "f").rglob("*") if p.is_file()}
+    vae = load_foundation_vae(tmp_path / "f")
+    with torch.no_grad():
+        vae.decoder.conv_out.bias += 0.25  # a new decoder, the same encoder
+    replace_foundation_vae_decoder(tmp_path / "f", vae, {"steps": 1})
+    after = load_foundation_vae(tmp_path / "f")
+    torch.testing.assert_close(after.decoder.conv_out.bias, vae.decoder.conv_out.bias.half().float(), rtol=0, atol=0)
+    for k, v in vae_encoder_tensors(after).items():
+        assert torch.equal(v, vae_encoder_tensors(vae)[k]), k
+    for rel, data in before.items():
+        if rel.parts[0] != "vae" and rel.name != "foundation.json":
+            assert (tmp_path / "f" / rel).read_bytes() == data, rel
+    manifest = read_foundation_manifest(tmp_path / "f")
+    assert manifest["command"] == "first" and manifest["vae_decoder_fit"] == {"steps": 1}
+
+    moved = load_foundation_vae(tmp_path / "f")
+    with torch.no_grad():
+        moved.encoder.conv_in.weight.mul_(1.5)  # the latents would change: the foundation's networks no longer fit
+    snapshot = {p.relative_to(tmp_path / "f"): p.read_bytes() for p in (tmp_path / "f").rglob("*") if p.is_file()}
+    with pytest.raises(WeightsError, match="encoder differs"):
+        replace_foundation_vae_decoder(tmp_path / "f", moved, {"steps": 2})
+    assert snapshot == {p.relative_to(tmp_path / "f"): p.read_bytes() for p in (tmp_path / "f").rglob("*")
+                        if p.is_file()}  # nothing written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 @pytest.mark.skipif(not (SHIPPED / "foundation.json").is_file(), reason="no shipped foundation in this checkout")
 def test_shipped_foundation_loads_strictly_into_the_demo_model():
     manifest = read_foundation_manifest(SHIPPED)
@@ -123,7 +153,7 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
     train = ",".join(f'"{o}"' for o in overrides)
     cmd = [sys.executable, "-m", "vexpress.cli.foundation", f"output_dir={tmp_path / 'weights'}",
            f"work_dir={tmp_path / 'work'}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}",
-           f"train_overrides=[{train}]", "vae.steps=3", "audio_encoder.steps=3", "threads=1"]
+           f"train_overrides=[{train}]", "vae.steps=3", "vae_decoder.steps=3", "audio_encoder.steps=3", "threads=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -135,3 +165,17 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
     init_from_foundation(net, tmp_path / "weights")
     assert manifest["audio_encoder_fit"]["steps"] == 3
     assert PhoneticEncoder(tmp_path / "weights" / manifest["audio_encoder"]).dim == 80
+    fit = manifest["vae_decoder_fit"]
+    assert fit["steps"] == 3 and fit["heldout_frames"] > 0 and fit["heldout_after"]["psnr"] > 0
+
+    # only=vae_decoder: the decoder alone, again, in place; the encoder and every other file stay
+    encoder = vae_encoder_tensors(load_foundation_vae(tmp_path / "weights"))
+    kept = {p: p.read_bytes() for p in (tmp_path / "weights").glob("*.safetensors")}
+    proc = subprocess.run([*cmd, "only=vae_decoder", "vae_decoder.steps=2"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = json.loads((tmp_path / "weights" / "foundation.json").read_text())
+    assert manifest["vae_decoder_fit"]["steps"] == 2 and manifest["stages"][0]["global_step"] == 3
+    for k, v in vae_encoder_tensors(load_foundation_vae(tmp_path / "weights")).items():
+        assert torch.equal(v, encoder[k]), k
+    assert kept == {p: p.read_bytes() for p in (tmp_path / "weights").glob("*.safetensors")}

@@ -22,9 +22,11 @@ from vexpress.pipelines import VExpressPipeline
 from vexpress.training.curriculum import stage_id
 
 
-def export_pipeline(export_dir: Path, ecfg: Any):
-    """A CPU fp32 pipeline from a stage export, with the evaluation's audio encoder and sampler (``ecfg``)."""
-    return VExpressPipeline.from_export(export_dir, audio_encoder=build_audio_encoder(
+def export_pipeline(export_dir: Path, ecfg: Any, vae: str | Path | None = None):
+    """A CPU fp32 pipeline from a stage export, with the evaluation's audio encoder and sampler (``ecfg``); ``vae``:
+    a VAE folder to decode with instead of the export's copy (the demo decodes every run, and its floor, with the
+    foundation's)."""
+    return VExpressPipeline.from_export(export_dir, vae=vae, audio_encoder=build_audio_encoder(
         dict(ecfg.audio_encoder) if ecfg.get("audio_encoder") else None), sampler=str(ecfg.sampler), device="cpu",
         dtype="fp32")
 
@@ -50,8 +52,8 @@ def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ec
 
 
 def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffled: Mapping[str, Any], ecfg: Any,
-                    out_dir: Path, include_gt: bool) -> dict[str, Any]:
-    pipe = export_pipeline(export_dir, ecfg)
+                    out_dir: Path, include_gt: bool, vae: str | Path | None = None) -> dict[str, Any]:
+    pipe = export_pipeline(export_dir, ecfg, vae)
     items = []
     bar = progress_bar(2 * len(records), f"generate {label}")
     try:
@@ -133,14 +135,15 @@ def evaluation_targets(cfg: Any, results: Mapping[str, list]) -> list[tuple[str,
 # ---------------------------------------------------------------------------------------------------------------
 # sample video
 # ---------------------------------------------------------------------------------------------------------------
-def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], out: Path) -> Path:
+def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], out: Path,
+                 vae: str | Path | None = None) -> Path:
     scfg = cfg.sample_video
     rec = records[int(scfg.clip_index) % len(records)]
     n = min(int(round(float(scfg.seconds) * float(rec.fps))), rec.num_frames)
     panels = [rec.frames(range(n))]
     for run in scfg.runs:
         export = Path(results[run][-1]["export"])
-        panels.append(generate_clip(export_pipeline(export, cfg.eval), rec, rec, n, cfg.eval)[:n])
+        panels.append(generate_clip(export_pipeline(export, cfg.eval, vae), rec, rec, n, cfg.eval)[:n])
     frames = np.concatenate(panels, axis=2)
     wave = rec.audio[: int(round(n / float(rec.fps) * 16000))].numpy()
     path = out / "sample.mp4"

@@ -7,6 +7,8 @@ on what is new. The synthetic world's equivalent is made here, once, and shipped
 1. ``data``: a pretraining split of many synthetic identities (``conf/experiment/foundation.yaml``: another seed
    than the demo's benchmark, so no demo identity, trained or held out, is ever seen);
 2. ``vae``: the tiny ``AutoencoderKL`` fitted on its frames (mouth-weighted, as the demo's was);
+   ``vae_decoder``: its decoder half fine-tuned further, the encoder frozen (the synthetic world's sd-vae-ft-mse:
+   the latents do not change, the decoded frames improve);
 3. ``latents``: a latent cache of every clip;
 4. ``audio_encoder``: the synthetic world's wav2vec2-base-960h (:mod:`vexpress.audio.phonetic`), a small speech
    encoder trained to recognise the phones of the pretraining split's utterances;
@@ -17,7 +19,9 @@ on what is new. The synthetic world's equivalent is made here, once, and shipped
    curve (:func:`vexpress.models.weights.save_foundation`).
 
 ``only=audio_encoder`` fits the audio encoder alone and adds it to the existing foundation, leaving the rest as it
-is (:func:`vexpress.models.weights.add_foundation_audio_encoder`).
+is (:func:`vexpress.models.weights.add_foundation_audio_encoder`); ``only=vae_decoder`` fine-tunes the existing
+foundation's VAE decoder and puts it in place (:func:`vexpress.models.weights.replace_foundation_vae_decoder`, which
+refuses a VAE whose encoder changed).
 """
 
 from __future__ import annotations
@@ -124,6 +128,66 @@ def fit_audio_encoder(acfg: Any, synthetic: Any, out: Path) -> dict[str, Any]:
     return record
 
 
+def fit_vae_decoder(dcfg: Any, vae: Any, train_records: Sequence[Any], held_records: Sequence[Any],
+                    mouth_weight: float) -> dict[str, Any]:
+    """Fine-tune the decoder half of ``vae`` in place on the frames of ``train_records`` (the encoder, and so the
+    latents, unchanged: the synthetic world's sd-vae-ft-mse); returns how, with the reconstruction of the frames
+    of ``held_records`` before and after."""
+    import time
+
+    from vexpress.demo.phases import progress_bar
+    from vexpress.demo.prepare import load_frames, mouth_masks
+    from vexpress.training.vae import finetune_decoder, reconstruction_error
+
+    t0 = time.perf_counter()
+    frames = load_frames(train_records)
+    weights = 1.0 + (float(mouth_weight) - 1.0) * mouth_masks(train_records) if mouth_weight != 1.0 else None
+    held = load_frames(held_records) if held_records else None
+    before = reconstruction_error(vae, held) if held is not None else {}
+    bar = progress_bar(int(dcfg.steps), "fine-tune the VAE decoder")
+    try:
+        fit = finetune_decoder(vae, frames, steps=int(dcfg.steps), batch_size=int(dcfg.batch_size),
+                               lr=float(dcfg.lr), seed=int(dcfg.seed), weights=weights,
+                               progress=lambda step, loss: bar.update(1))
+    finally:
+        bar.close()
+    after = reconstruction_error(vae, held) if held is not None else {}
+    record = {"steps": int(dcfg.steps), "batch_size": int(dcfg.batch_size), "lr": float(dcfg.lr),
+              "seed": int(dcfg.seed), "mouth_weight": float(mouth_weight), "train_frames": int(frames.shape[0]),
+              "train": {k: fit[k] for k in ("final_loss", "mae", "psnr")}, "loss_curve": fit["loss_curve"],
+              "heldout_frames": 0 if held is None else int(held.shape[0]), "heldout_before": before,
+              "heldout_after": after, "wall_seconds": round(time.perf_counter() - t0, 1)}
+    if before:
+        log.info("VAE decoder: held-out PSNR %.2f -> %.2f dB, MAE %.4f -> %.4f (%.0f s)", before["psnr"],
+                 after["psnr"], before["mae"], after["mae"], record["wall_seconds"])
+    return record
+
+
+def refit_vae_decoder(cfg: Any) -> dict[str, Any]:
+    """``only=vae_decoder``: fine-tune the decoder of the existing foundation's VAE (``cfg.output_dir``) on the
+    pretraining frames and put it in place; every other file, and the encoder, stay as they are."""
+    from hydra import compose
+
+    from vexpress.data.records import load_manifest
+    from vexpress.demo.prepare import ensure_data
+    from vexpress.models.weights import load_foundation_vae, replace_foundation_vae_decoder
+
+    commit = git_commit()
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    tcfg = compose(config_name="train", overrides=train_overrides(cfg, work))
+    root = ensure_data(tcfg.data)
+    vae = load_foundation_vae(cfg.output_dir)
+    record = fit_vae_decoder(cfg.vae_decoder, vae, load_manifest(root, split=tcfg.data.train_split),
+                             load_manifest(root, split=tcfg.data.val_split), float(cfg.vae.mouth_weight))
+    record = {**record, "command": "vexpress-foundation " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+              "commit": commit}
+    size = replace_foundation_vae_decoder(cfg.output_dir, vae, record)
+    print(f"[foundation] {cfg.output_dir}: VAE decoder fine-tuned ({size / 2**20:.2f} MB) in "
+          f"{record['wall_seconds']:.0f} s", flush=True)
+    return record
+
+
 def add_audio_encoder(cfg: Any) -> dict[str, Any]:
     """``only=audio_encoder``: fit the audio encoder and add it to the existing foundation ``cfg.output_dir``."""
     from hydra import compose
@@ -143,6 +207,10 @@ def add_audio_encoder(cfg: Any) -> dict[str, Any]:
     return record
 
 
+#: what ``only=`` can run alone, each adding to (or replacing one part of) an existing foundation
+ONLY_PHASES = {"audio_encoder": add_audio_encoder, "vae_decoder": refit_vae_decoder}
+
+
 def run_foundation(cfg: Any) -> dict[str, Any]:
     """Pretrain and ship the foundation described by ``cfg`` (``conf/foundation.yaml``); returns its manifest."""
     import torch
@@ -157,10 +225,10 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
 
     torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
     if cfg.get("only"):
-        if str(cfg.only) != "audio_encoder":
-            raise InputError(f"only={cfg.only} is not a phase that can run alone; use only=audio_encoder or leave "
-                             "it unset")
-        return add_audio_encoder(cfg)
+        if str(cfg.only) not in ONLY_PHASES:
+            raise InputError(f"only={cfg.only} is not a phase that can run alone; use only="
+                             f"{' or only='.join(ONLY_PHASES)}, or leave it unset")
+        return ONLY_PHASES[str(cfg.only)](cfg)
     out = Path(cfg.output_dir)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -177,6 +245,11 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
         all_records = load_manifest(root)
     with phases("vae"):
         vae, vae_info = fit_vae(cfg.vae, work / "vae", root, train_records, int(tcfg.data.latent_downscale))
+    decoder_fit = None
+    if int(cfg.vae_decoder.steps) > 0:
+        with phases("vae_decoder"):  # the latents below do not change: only the decoder trains
+            decoder_fit = fit_vae_decoder(cfg.vae_decoder, vae, train_records,
+                                          load_manifest(root, split=tcfg.data.val_split), float(cfg.vae.mouth_weight))
     with phases("latents"):
         cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
     with phases("audio_encoder"):
@@ -202,6 +275,7 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
         "loss_curve": curve,
         "loss_first_last_100": _ends(curve),
         "audio_encoder_fit": encoder_fit,
+        **({"vae_decoder_fit": decoder_fit} if decoder_fit else {}),
         "threads": torch.get_num_threads(),
     }
     with phases("ship"):

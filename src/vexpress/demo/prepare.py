@@ -3,7 +3,6 @@ cache. Each step is cached, so a rerun only redoes what changed."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -54,15 +53,14 @@ def mouth_masks(records: Sequence[Any], scale: float = 1.5) -> torch.Tensor:
 
 
 def foundation_vae(foundation: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The foundation's VAE and its identity for cache keys (a digest of its weights: a rebuilt foundation gets new
-    latents)."""
-    from vexpress.models.weights import load_foundation_vae
+    """The foundation's VAE and its identity: ``key`` for the latent cache is a digest of its encoder half (what the
+    latents depend on: a rebuilt foundation gets new latents, a fine-tuned decoder keeps them), ``dir`` is the
+    folder every export of the demo is decoded with."""
+    from vexpress.models.weights import foundation_vae_dir, load_foundation_vae, vae_encoder_digest
 
     vae = load_foundation_vae(foundation)
-    digest = hashlib.sha1()
-    for path in sorted((Path(foundation) / "vae").glob("*.safetensors")):
-        digest.update(path.read_bytes())
-    return vae, {"key": f"foundation-{digest.hexdigest()[:12]}", "source": str(foundation)}
+    return vae, {"key": f"foundation-encoder-{vae_encoder_digest(vae)}", "source": str(foundation),
+                 "dir": str(foundation_vae_dir(foundation))}
 
 
 def fit_vae(vae_cfg: Mapping[str, Any], directory: Path, root: Path, train_records: Sequence[Any],

@@ -154,9 +154,10 @@ def _train_in_order(lane: Sequence[tuple[str, Sequence[str]]], share: bool) -> d
 
 
 def evaluate_targets(cfg: Any, targets: Sequence[tuple[str, Path]], records: Sequence[Any],
-                     shuffled: Mapping[str, Any], phases: Phases) -> dict[str, Any]:
-    """:func:`~vexpress.demo.evaluate.evaluate_export` for every (label, export), in ``eval.workers`` processes at
-    once (each with its share of ``threads``; console output in ``<output_dir>/eval/<label>.log``)."""
+                     shuffled: Mapping[str, Any], phases: Phases, vae: str | Path | None = None) -> dict[str, Any]:
+    """:func:`~vexpress.demo.evaluate.evaluate_export` for every (label, export), decoded with ``vae`` (a folder;
+    default: each export's copy), in ``eval.workers`` processes at once (each with its share of ``threads``; console
+    output in ``<output_dir>/eval/<label>.log``)."""
     out = Path(cfg.output_dir)
     dirs = [out / "eval" / label.replace("/", "_") for label, _ in targets]
     workers = min(int(cfg.eval.get("workers") or 1), len(targets))
@@ -164,7 +165,8 @@ def evaluate_targets(cfg: Any, targets: Sequence[tuple[str, Path]], records: Seq
         evals = {}
         for i, (label, export) in enumerate(targets):
             t = time.perf_counter()
-            evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval, dirs[i], include_gt=i == 0)
+            evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval, dirs[i], include_gt=i == 0,
+                                           vae=vae)
             phases.seconds[f"evaluate/{label}"] = time.perf_counter() - t
         return evals
     threads = max(1, int(cfg.get("threads") or torch.get_num_threads()) // workers)
@@ -172,7 +174,7 @@ def evaluate_targets(cfg: Any, targets: Sequence[tuple[str, Path]], records: Seq
     log.info("evaluating %d exports in %d processes (%d torch thread%s each); their output: %s/*.log",
              len(targets), workers, threads, "" if threads == 1 else "s", out / "eval")
     ecfg = OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True))  # workers have no Hydra context
-    jobs = [(Path(export), label, list(records), dict(shuffled), ecfg, dirs[i], i == 0)
+    jobs = [(Path(export), label, list(records), dict(shuffled), ecfg, dirs[i], i == 0, vae)
             for i, (label, export) in enumerate(targets)]
     results = run_in_processes(_timed_evaluation, jobs, logs, workers, threads,
                                [f"evaluating {label}" for label, _ in targets])
@@ -255,12 +257,14 @@ def run_demo(cfg: Any) -> dict[str, Any]:
             log.warning("eval.clips=%d but the held-out split has %d clips: evaluating %d", int(cfg.eval.clips),
                         len(held), len(records))
         shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
-        evals = evaluate_targets(cfg, evaluation_targets(cfg, results), records, shuffled, phases)
+        # one VAE decodes every run and the floor: the foundation's (an export's copy is what it was trained with,
+        # which a decoder fine-tune of the foundation improves without changing the latents)
+        evals = evaluate_targets(cfg, evaluation_targets(cfg, results), records, shuffled, phases, vae_info["dir"])
         vae_floor = evaluate_vae_floor(vae, records, cfg.eval)
     video = None
     if cfg.sample_video.get("enabled", True):
         with phases("sample_video"):
-            video = sample_video(cfg, results, held, out)
+            video = sample_video(cfg, results, held, out, vae_info["dir"])
     g = goals(evals, roles, vae_floor)
     report = {
         "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),

@@ -24,12 +24,13 @@ Export folder (what a training stage writes and the pipeline reads)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -446,13 +447,7 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
             path = tmp / f"{name}.safetensors"
             save_tensors(path, {k: v.to(dtype) for k, v in tensors.items()})
             sizes[path.name] = path.stat().st_size
-        vae_dtype = vae.dtype
-        vae.to(dtype=dtype)
-        try:
-            vae.save_pretrained(str(tmp / "vae"), safe_serialization=True)
-        finally:
-            vae.to(dtype=vae_dtype)
-        sizes["vae"] = sum(p.stat().st_size for p in (tmp / "vae").iterdir())
+        sizes["vae"] = _save_vae_as(vae, tmp / "vae", dtype)
         if audio_encoder is not None:
             shutil.copytree(audio_encoder, tmp / FOUNDATION_AUDIO_ENCODER)
             sizes[FOUNDATION_AUDIO_ENCODER] = sum(p.stat().st_size for p in (tmp / FOUNDATION_AUDIO_ENCODER).iterdir())
@@ -472,15 +467,74 @@ def add_foundation_audio_encoder(directory: str | os.PathLike, audio_encoder: st
     """Add (or replace) the audio encoder of an existing foundation folder, atomically, leaving every other file
     and manifest entry as it is; ``record`` (how the encoder was made) goes into the manifest as
     ``audio_encoder_fit``. The caller checks that ``audio_encoder`` loads. Returns the encoder's size in bytes."""
+    _replace_in_foundation(directory, FOUNDATION_AUDIO_ENCODER, lambda dst: shutil.copytree(audio_encoder, dst),
+                           {"audio_encoder": FOUNDATION_AUDIO_ENCODER, "audio_encoder_fit": dict(record)})
+    return sum(p.stat().st_size for p in (Path(directory) / FOUNDATION_AUDIO_ENCODER).iterdir())
+
+
+#: What the latents depend on: a VAE whose tensors under these prefixes are unchanged encodes every frame as before.
+VAE_ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
+def vae_encoder_tensors(vae) -> dict[str, torch.Tensor]:
+    """The tensors of the encoder half (``VAE_ENCODER_PREFIXES``), as float32 on the CPU."""
+    return {k: v.detach().float().cpu() for k, v in vae.state_dict().items() if k.startswith(VAE_ENCODER_PREFIXES)}
+
+
+def vae_encoder_digest(vae) -> str:
+    """A short hash of the encoder half: equal digests encode frames to the same latents (so a latent cache, and
+    every network trained on it, stays valid when only the decoder changes)."""
+    h = hashlib.sha1()
+    for name, t in sorted(vae_encoder_tensors(vae).items()):
+        h.update(name.encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def replace_foundation_vae_decoder(directory: str | os.PathLike, vae: Any, record: Mapping[str, Any]) -> int:
+    """Replace the VAE of an existing foundation folder by ``vae``, whose encoder half must be the foundation's
+    (a decoder fine-tune, ``vexpress.training.vae.finetune_decoder``): the foundation's networks were trained on
+    the old encoder's latents, which stay valid only then. Atomic; every other file and manifest entry is kept;
+    ``record`` (how the decoder was made) goes into the manifest as ``vae_decoder_fit``. Returns the VAE's size in
+    bytes."""
+    directory = Path(directory)
+    manifest = read_foundation_manifest(directory)
+    dtype = getattr(torch, str(manifest.get("dtype", "float16")))
+    old = vae_encoder_tensors(load_foundation_vae(directory))
+    new = {k: v.to(dtype).float() for k, v in vae_encoder_tensors(vae).items()}  # as it will be stored
+    if old.keys() != new.keys() or any(not torch.equal(old[k], new[k]) for k in old):
+        raise WeightsError(f"the new VAE's encoder differs from the one in {directory}: the foundation's networks "
+                           "were trained on that encoder's latents; fine-tune the decoder only, or rerun "
+                           "vexpress-foundation as a whole")
+    vae_dir = foundation_vae_dir(directory)
+    _replace_in_foundation(directory, vae_dir.name, lambda dst: _save_vae_as(vae, dst, dtype),
+                           {"vae_decoder_fit": dict(record)})
+    return sum(p.stat().st_size for p in vae_dir.iterdir())
+
+
+def _replace_in_foundation(directory: str | os.PathLike, part: str, write: Callable[[Path], Any],
+                           manifest_update: Mapping[str, Any]) -> None:
+    """Rewrite one sub-folder ``part`` of a foundation (``write(new_folder)``) and update its manifest, atomically,
+    leaving every other file and manifest entry as it is."""
     directory = Path(directory)
     manifest = read_foundation_manifest(directory)
     with atomic_dir(directory) as tmp:
         shutil.copytree(directory, tmp, dirs_exist_ok=True)
-        shutil.rmtree(tmp / FOUNDATION_AUDIO_ENCODER, ignore_errors=True)
-        shutil.copytree(audio_encoder, tmp / FOUNDATION_AUDIO_ENCODER)
-        manifest = {**manifest, "audio_encoder": FOUNDATION_AUDIO_ENCODER, "audio_encoder_fit": dict(record)}
+        shutil.rmtree(tmp / part, ignore_errors=True)
+        write(tmp / part)
+        manifest = {**manifest, **dict(manifest_update)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    return sum(p.stat().st_size for p in (directory / FOUNDATION_AUDIO_ENCODER).iterdir())
+
+
+def _save_vae_as(vae: Any, folder: Path, dtype: torch.dtype) -> int:
+    """``vae.save_pretrained(folder)`` in ``dtype`` (the VAE itself keeps its own); returns the bytes written."""
+    vae_dtype = vae.dtype
+    vae.to(dtype=dtype)
+    try:
+        vae.save_pretrained(str(folder), safe_serialization=True)
+    finally:
+        vae.to(dtype=vae_dtype)
+    return sum(p.stat().st_size for p in Path(folder).iterdir())
 
 
 def init_from_foundation(net: torch.nn.Module, directory: str | os.PathLike) -> LoadReport:
@@ -518,14 +572,19 @@ def init_from_foundation(net: torch.nn.Module, directory: str | os.PathLike) -> 
     return report
 
 
+def foundation_vae_dir(directory: str | os.PathLike) -> Path:
+    """The foundation's VAE folder (a diffusers ``AutoencoderKL`` folder, named in its manifest)."""
+    directory = Path(directory)
+    vae_dir = directory / read_foundation_manifest(directory).get("vae", "vae")
+    if not (vae_dir / "config.json").is_file():
+        raise WeightsError(f"foundation {directory} has no VAE at {vae_dir}; rerun vexpress-foundation")
+    return vae_dir
+
+
 def load_foundation_vae(directory: str | os.PathLike, dtype: torch.dtype = torch.float32):
     """The foundation's VAE (stored in half precision), as ``dtype``, frozen and in eval mode."""
     from diffusers import AutoencoderKL
 
-    directory = Path(directory)
-    manifest = read_foundation_manifest(directory)
-    vae_dir = directory / manifest.get("vae", "vae")
-    if not (vae_dir / "config.json").is_file():
-        raise WeightsError(f"foundation {directory} has no VAE at {vae_dir}; rerun vexpress-foundation")
-    vae = AutoencoderKL.from_pretrained(str(vae_dir), local_files_only=True, low_cpu_mem_usage=False)
+    vae = AutoencoderKL.from_pretrained(str(foundation_vae_dir(directory)), local_files_only=True,
+                                        low_cpu_mem_usage=False)
     return vae.to(dtype=dtype).eval().requires_grad_(False)
