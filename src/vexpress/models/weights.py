@@ -586,5 +586,5 @@ def load_foundation_vae(directory: str | os.PathLike, dtype: torch.dtype = torch
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(str(foundation_vae_dir(directory)), local_files_only=True,
-                                        low_cpu_mem_usage=False)
-    return vae.to(dtype=dtype).eval().requires_grad_(False)
+                                        low_cpu_mem_usage=False, torch_dtype=dtype)  # cast on load: no warning
+    return vae.eval().requires_grad_(False)
