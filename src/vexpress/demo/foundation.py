@@ -137,11 +137,11 @@ def fit_vae_decoder(dcfg: Any, vae: Any, train_records: Sequence[Any], held_reco
 
     from vexpress.demo.phases import progress_bar
     from vexpress.demo.prepare import load_frames, mouth_masks
-    from vexpress.training.vae import finetune_decoder, reconstruction_error
+    from vexpress.training.vae import finetune_decoder, reconstruction_error, region_weights
 
     t0 = time.perf_counter()
     frames = load_frames(train_records)
-    weights = 1.0 + (float(mouth_weight) - 1.0) * mouth_masks(train_records) if mouth_weight != 1.0 else None
+    weights = region_weights(mouth_masks(train_records), mouth_weight) if mouth_weight != 1.0 else None
     held = load_frames(held_records) if held_records else None
     before = reconstruction_error(vae, held) if held is not None else {}
     bar = progress_bar(int(dcfg.steps), "fine-tune the VAE decoder")

@@ -130,6 +130,12 @@ def fit_vae(
     return {"final_loss": loss_val, **reconstruction_error(vae, frames[: min(n, 256)])}
 
 
+def region_weights(masks: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """Per-pixel loss weights: ``weight`` inside ``masks`` (N, 1, H, W in [0, 1], e.g. the mouth boxes), 1 elsewhere;
+    None when ``weight`` is 1 (an unweighted loss)."""
+    return None if float(weight) == 1.0 else 1.0 + (float(weight) - 1.0) * masks
+
+
 def _reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
     """L1 + L2 per pixel, optionally weighted (the mouth boxes), averaged."""
     err = (rec - x).abs() + (rec - x) ** 2
@@ -263,7 +269,7 @@ def load_or_fit_tiny_vae(
     if mouth_weight != 1.0:
         if weights_fn is None:
             raise ValueError("mouth_weight needs weights_fn (the mouth masks of the frames)")
-        weights = 1.0 + (float(mouth_weight) - 1.0) * weights_fn()
+        weights = region_weights(weights_fn(), mouth_weight)
     torch.manual_seed(seed)
     vae = tiny_vae(latent_downscale, seed, width, attention)
     t0 = time.perf_counter()
