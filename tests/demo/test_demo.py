@@ -176,6 +176,7 @@ def test_goals_and_paired_tables_follow_the_run_roles():
     ({"a": {"experiment": "x", "role": "recipe"}, "b": {"experiment": "y", "role": "recipe"}}, "found 2 .a, b."),
     ({"a": {"experiment": "x", "role": "baseline"}}, "runs.a must be"),
     ({"a": "demo_recipe"}, "runs.a must be"),
+    ({"a": {"experiment": "x", "role": "recipe", "overrides": "seed=1"}}, "runs.a.overrides must be a list"),
 ])
 def test_run_roles_need_exactly_one_recipe(runs, match):
     from vexpress.demo.run import run_roles
@@ -213,3 +214,22 @@ def test_training_lanes_keep_runs_that_share_their_first_stage_together(tmp_path
         overrides["progressive_no_dropout"] = [*overrides["progressive_no_dropout"],
                                                "curriculum.stage_overrides.image.lr=1e-3"]
         assert training_lanes(overrides) == [["recipe"], ["progressive_no_dropout"], ["joint_only"]]
+
+
+def test_a_run_adds_its_own_training_overrides_after_the_demos(tmp_path):
+    """``runs.<name>.overrides`` reach that run's vexpress-train command only, after ``train_overrides``, and the
+    stage keys follow them: the run's changed joint stage is a new stage, its first stage is still shared."""
+    from hydra import compose, initialize_config_dir
+
+    from vexpress.demo.run import train_overrides, training_lanes
+    from vexpress.utils.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="demo", overrides=[
+            f"paths.root_dir={REPO_ROOT}", f"output_dir={tmp_path}", 'train_overrides=["seed=3"]',
+            '+runs.progressive_no_dropout.overrides=["curriculum.stage_overrides.joint.max_steps=5"]'])
+        theirs, ours = train_overrides(cfg, "recipe"), train_overrides(cfg, "progressive_no_dropout")
+        assert "curriculum.stage_overrides.joint.max_steps=5" not in theirs
+        assert ours[-2:] == ["seed=3", "curriculum.stage_overrides.joint.max_steps=5"]
+        assert training_lanes({run: train_overrides(cfg, run) for run in cfg.runs}) == [
+            ["recipe", "progressive_no_dropout"], ["joint_only"]]

@@ -55,6 +55,9 @@ def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(spec, Mapping) or not spec.get("experiment") or spec.get("role") not in ROLES:
             raise InputError(f"runs.{run} must be {{experiment: <conf/experiment option>, role: recipe | ablation}}, "
                              f"got {OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec!r}")
+        extra = spec.get("overrides")
+        if extra is not None and (isinstance(extra, (str, Mapping)) or not all(isinstance(o, str) for o in extra)):
+            raise InputError(f"runs.{run}.overrides must be a list of vexpress-train overrides (KEY=VALUE), got {extra!r}")
         roles[str(run)] = str(spec["role"])
     recipes = [run for run, role in roles.items() if role == "recipe"]
     if len(recipes) != 1:
@@ -64,11 +67,13 @@ def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
 
 
 def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
-    """``vexpress-train`` overrides of one demo run (its experiment + the demo's folders)."""
+    """``vexpress-train`` overrides of one demo run: its experiment, the demo's folders, the demo's
+    ``train_overrides`` (every run), then the run's own ``runs.<name>.overrides`` (this run only)."""
     out = Path(cfg.output_dir)
     return [f"experiment={cfg.runs[run].experiment}", f"paths.output_dir={out / 'runs' / run}",
             f"paths.root_dir={cfg.paths.root_dir}", f"paths.cache_dir={cfg.paths.cache_dir}",
-            f"paths.foundation_dir={cfg.foundation}", *list(cfg.get("train_overrides") or []), *extra]
+            f"paths.foundation_dir={cfg.foundation}", *list(cfg.get("train_overrides") or []),
+            *list(cfg.runs[run].get("overrides") or []), *extra]
 
 
 def compose_train(overrides: Sequence[str]):
@@ -276,6 +281,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals, roles), "vae_floor": vae_floor,
         "protocol": scored_protocol(OmegaConf.to_container(cfg.eval, resolve=True), evals),
         "experiments": {run: str(spec.experiment) for run, spec in cfg.runs.items()},
+        "run_overrides": {run: [str(o) for o in spec.get("overrides") or []] for run, spec in cfg.runs.items()},
         "roles": roles,
         "sample_video": str(video) if video else None,
         "sample_video_runs": list(cfg.sample_video.runs),
