@@ -57,7 +57,8 @@ def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
                              f"got {OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec!r}")
         extra = spec.get("overrides")
         if extra is not None and (isinstance(extra, (str, Mapping)) or not all(isinstance(o, str) for o in extra)):
-            raise InputError(f"runs.{run}.overrides must be a list of vexpress-train overrides (KEY=VALUE), got {extra!r}")
+            raise InputError(f"runs.{run}.overrides must be a list of vexpress-train overrides (KEY=VALUE), "
+                             f"got {extra!r}")
         roles[str(run)] = str(spec["role"])
     recipes = [run for run, role in roles.items() if role == "recipe"]
     if len(recipes) != 1:
