@@ -217,8 +217,8 @@ def test_training_lanes_keep_runs_that_share_their_first_stage_together(tmp_path
 
 
 def test_a_run_adds_its_own_training_overrides_after_the_demos(tmp_path):
-    """``runs.<name>.overrides`` reach that run's vexpress-train command only, after ``train_overrides``, and the
-    stage keys follow them: the run's changed joint stage is a new stage, its first stage is still shared."""
+    """``runs.<name>.overrides`` reach that run's vexpress-train command only, after ``train_overrides``; a change
+    of a later stage keeps the run in the lane of the runs it shares its first stage with."""
     from hydra import compose, initialize_config_dir
 
     from vexpress.demo.run import train_overrides, training_lanes

@@ -67,6 +67,11 @@ def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
     return roles
 
 
+def run_own_overrides(spec: Mapping[str, Any]) -> list[str]:
+    """A demo run's own ``vexpress-train`` overrides (``runs.<name>.overrides``; none when absent)."""
+    return [str(o) for o in spec.get("overrides") or []]
+
+
 def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
     """``vexpress-train`` overrides of one demo run: its experiment, the demo's folders, the demo's
     ``train_overrides`` (every run), then the run's own ``runs.<name>.overrides`` (this run only)."""
@@ -74,7 +79,7 @@ def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
     return [f"experiment={cfg.runs[run].experiment}", f"paths.output_dir={out / 'runs' / run}",
             f"paths.root_dir={cfg.paths.root_dir}", f"paths.cache_dir={cfg.paths.cache_dir}",
             f"paths.foundation_dir={cfg.foundation}", *list(cfg.get("train_overrides") or []),
-            *list(cfg.runs[run].get("overrides") or []), *extra]
+            *run_own_overrides(cfg.runs[run]), *extra]
 
 
 def compose_train(overrides: Sequence[str]):
@@ -282,7 +287,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "probe": probes, "evaluation": evals, "goals": g, "paired": paired_table(evals, roles), "vae_floor": vae_floor,
         "protocol": scored_protocol(OmegaConf.to_container(cfg.eval, resolve=True), evals),
         "experiments": {run: str(spec.experiment) for run, spec in cfg.runs.items()},
-        "run_overrides": {run: [str(o) for o in spec.get("overrides") or []] for run, spec in cfg.runs.items()},
+        "run_overrides": {run: run_own_overrides(spec) for run, spec in cfg.runs.items()},
         "roles": roles,
         "sample_video": str(video) if video else None,
         "sample_video_runs": list(cfg.sample_video.runs),
