@@ -134,3 +134,37 @@ def test_non_square_output_keeps_width_and_height(tiny_pipe, sample_ref, wav_fil
     assert out.frames.shape[1:] == (64, 96, 3)
     x0, y0, x1, y1 = out.info["crop_box"]
     assert (x1 - x0) / (y1 - y0) == pytest.approx(96 / 64, rel=1e-3)  # the crop has the output's aspect
+
+
+def test_low_noise_audio_weight_applies_below_its_timestep(tiny_pipe, sample_ref, wav_file, monkeypatch):
+    """`audio_attention_weight_low_noise` replaces the audio weight at the steps whose timestep is below
+    `low_noise_timestep`; unset, every step gets `audio_attention_weight` (the official rule)."""
+    seen = []
+    unet = tiny_pipe.net.denoising_unet
+    forward = unet.forward
+
+    def recording(sample, timestep, **kw):
+        seen.append((int(timestep), kw["audio_attention_weight"]))
+        return forward(sample, timestep, **kw)
+
+    monkeypatch.setattr(unet, "forward", recording)
+    inputs = prepare_inputs(sample_ref, wav_file(0.5), height=64, width=64, fps=8)
+    opts = dict(num_inference_steps=4, context_frames=8, context_overlap=2, progress=False, median_filter=False)
+    tiny_pipe.generate(inputs, audio_attention_weight=2.0, audio_attention_weight_low_noise=0.5, **opts)
+    steps = make_scheduler("ddim")
+    steps.set_timesteps(4)
+    expected = [(int(t), 0.5 if int(t) < 500 else 2.0) for t in steps.timesteps]
+    assert seen == expected and {w for _, w in seen} == {0.5, 2.0}
+    seen.clear()
+    tiny_pipe.generate(inputs, audio_attention_weight=2.0, low_noise_timestep=900, **opts)
+    assert [w for _, w in seen] == [2.0] * 4
+
+
+@pytest.mark.parametrize("option", [dict(audio_attention_weight_low_noise=float("nan")),
+                                    dict(audio_attention_weight_low_noise="low"),
+                                    dict(low_noise_timestep=1500), dict(low_noise_timestep=0.5)])
+def test_bad_low_noise_options_are_one_line_errors(tiny_pipe, sample_ref, wav_file, option):
+    from vexpress.errors import InputError
+
+    with pytest.raises(InputError, match=next(iter(option))):
+        tiny_pipe(sample_ref, wav_file(0.3), fps=10, **FAST, **option)

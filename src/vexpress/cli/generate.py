@@ -45,6 +45,7 @@ OPTION_TYPES: dict[str, tuple[type, bool]] = {
     "height": (int, False), "width": (int, False), "fps": (float, False), "crop_scale": (float, False),
     "num_inference_steps": (int, True), "guidance_scale": (float, False), "audio_guidance_scale": (float, True),
     "reference_attention_weight": (float, False), "audio_attention_weight": (float, False),
+    "audio_attention_weight_low_noise": (float, True), "low_noise_timestep": (int, False),
     "context_frames": (int, False), "context_overlap": (int, False), "seed": (int, True),
     "median_filter": (bool, False), "decode_chunk_size": (int, False), "crf": (int, False),
     "progress": (bool, False), "driving_max_missing": (float, False),
@@ -92,7 +93,8 @@ def typed_options(cfg) -> dict[str, Any]:
 
 _EXAMPLES = {"height": 512, "width": 512, "fps": 30, "crop_scale": 1.9, "num_inference_steps": 25,
              "guidance_scale": 3.5, "audio_guidance_scale": 3.5, "reference_attention_weight": 0.95,
-             "audio_attention_weight": 3.0, "context_frames": 24, "context_overlap": 4, "seed": 42,
+             "audio_attention_weight": 3.0, "audio_attention_weight_low_noise": 1.0, "low_noise_timestep": 500,
+             "context_frames": 24, "context_overlap": 4, "seed": 42,
              "decode_chunk_size": 8, "crf": 18, "driving_max_missing": 0.02}
 
 
@@ -226,12 +228,15 @@ def _run(cfg) -> Path:
     options = dict(num_inference_steps=steps, guidance_scale=opt["guidance_scale"],
                    audio_guidance_scale=opt["audio_guidance_scale"],
                    reference_attention_weight=opt["reference_attention_weight"],
-                   audio_attention_weight=opt["audio_attention_weight"], context_frames=opt["context_frames"],
+                   audio_attention_weight=opt["audio_attention_weight"],
+                   audio_attention_weight_low_noise=opt["audio_attention_weight_low_noise"],
+                   low_noise_timestep=opt["low_noise_timestep"], context_frames=opt["context_frames"],
                    context_overlap=opt["context_overlap"], seed=opt["seed"], median_filter=opt["median_filter"],
                    decode_chunk_size=opt["decode_chunk_size"], progress=opt["progress"])
     check_options(height=opt["height"], width=opt["width"], fps=opt["fps"], retarget=cfg.retarget,
                   **{k: options[k] for k in ("num_inference_steps", "context_frames", "context_overlap",
                                              "reference_attention_weight", "audio_attention_weight",
+                                             "audio_attention_weight_low_noise", "low_noise_timestep",
                                              "decode_chunk_size")})
     route = resolve_weights(cfg)
     info_json = _probe_writable(Path(str(cfg.info_json)).expanduser(), "info_json") if cfg.info_json else None

@@ -31,6 +31,10 @@ def export_pipeline(export_dir: Path, ecfg: Any, vae: str | Path | None = None):
         dtype="fp32")
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ecfg: Any) -> np.ndarray:
     """Self-reconstruction of the first ``num_frames`` frames of ``record`` driven by ``audio_record``'s audio."""
     fps = float(record.fps)
@@ -46,7 +50,9 @@ def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ec
                num_inference_steps=int(ecfg.num_inference_steps), guidance_scale=float(ecfg.guidance_scale),
                audio_guidance_scale=None if ecfg.audio_guidance_scale is None else float(ecfg.audio_guidance_scale),
                reference_attention_weight=float(ecfg.reference_attention_weight),
-               audio_attention_weight=float(ecfg.audio_attention_weight), median_filter=bool(ecfg.median_filter),
+               audio_attention_weight=float(ecfg.audio_attention_weight),
+               audio_attention_weight_low_noise=_optional_float(ecfg.get("audio_attention_weight_low_noise")),
+               low_noise_timestep=int(ecfg.get("low_noise_timestep", 500)), median_filter=bool(ecfg.median_filter),
                seed=int(ecfg.seed), return_frames=True, progress=False)
     return out.frames.numpy()
 

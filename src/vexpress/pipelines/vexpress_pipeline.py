@@ -297,7 +297,8 @@ class VExpressPipeline:
     def denoise(self, latents: torch.Tensor, reference: Any, audio: AudioCondition | None,
                 kps: KpsCondition | None, *, num_inference_steps: int = 25, guidance: Guidance | None = None,
                 context_frames: int = 24, context_overlap: int = 4, reference_attention_weight: float = 1.0,
-                audio_attention_weight: float = 1.0, scheduler: Any | None = None,
+                audio_attention_weight: float = 1.0, audio_attention_weight_low_noise: float | None = None,
+                low_noise_timestep: int = 500, scheduler: Any | None = None,
                 callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
                 on_model_output: Callable[[int, int, torch.Tensor], None] | None = None,
                 progress: bool = True) -> torch.Tensor:
@@ -312,6 +313,9 @@ class VExpressPipeline:
             latents: (1, 4, T, h, w) initial noise (scaled by ``init_noise_sigma`` here).
             reference: ReferenceNet bank (batch 1), or None (reference dropped).
             audio, kps: condition sources (None: that condition is absent for every branch).
+            audio_attention_weight_low_noise: the audio attention weight at the steps whose timestep is below
+                ``low_noise_timestep`` (None: ``audio_attention_weight`` at every step, as the official code).
+                :func:`audio_weight_at` is the rule.
             callback_on_step_end: ``fn(step_index, timestep, latents)`` after every scheduler step.
             on_model_output: ``fn(step_index, window_index, raw_branch_outputs)`` after every denoiser call.
         """
@@ -334,6 +338,8 @@ class VExpressPipeline:
         bar = _progress(len(scheduler.timesteps) * len(windows), progress, "denoising")
         try:
             for step, t in enumerate(scheduler.timesteps):
+                w_audio = audio_weight_at(t, audio_attention_weight, audio_attention_weight_low_noise,
+                                          low_noise_timestep)
                 total = torch.zeros_like(latents)
                 for w, frames in enumerate(windows):
                     sl = slice(frames.start, frames.stop)
@@ -345,7 +351,7 @@ class VExpressPipeline:
                     out = self.net.denoising_unet(
                         x.expand(nb, -1, -1, -1, -1), t, audio_tokens=tokens, kps_features=feats,
                         reference=reference, drop=drop, reference_attention_weight=reference_attention_weight,
-                        audio_attention_weight=audio_attention_weight,
+                        audio_attention_weight=w_audio,
                     ).float()
                     if on_model_output is not None:
                         on_model_output(step, w, out)
@@ -438,7 +444,8 @@ class VExpressPipeline:
             output_path: write an H.264 + AAC MP4 here (atomically; checked for writability before any work).
             **options: sampling and output options of :meth:`generate` (``num_inference_steps``,
                 ``guidance_scale``, ``audio_guidance_scale``, ``reference_attention_weight``,
-                ``audio_attention_weight``, ``context_frames``, ``context_overlap``, ``seed``, ``sampler``,
+                ``audio_attention_weight``, ``audio_attention_weight_low_noise``, ``low_noise_timestep``,
+                ``context_frames``, ``context_overlap``, ``seed``, ``sampler``,
                 ``median_filter``, ``decode_chunk_size``, ``return_frames``, ``return_latents``, ``progress``).
         """
         self.check_inputs(height=height, width=width, fps=fps, retarget=retarget,
@@ -456,6 +463,7 @@ class VExpressPipeline:
     def generate(self, inputs: "PreparedInputs", *, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, audio_guidance_scale: float | None = None,
                  reference_attention_weight: float = 0.95, audio_attention_weight: float = 3.0,
+                 audio_attention_weight_low_noise: float | None = None, low_noise_timestep: int = 500,
                  context_frames: int = 24, context_overlap: int = 4, seed: int | torch.Generator | None = 42,
                  sampler: str | Any | None = None, median_filter: bool = True, decode_chunk_size: int = 8,
                  output_path: str | os.PathLike | None = None, crf: int = 18, return_frames: bool | None = None,
@@ -482,7 +490,9 @@ class VExpressPipeline:
         self.check_inputs(height=height, width=width, fps=fps, num_inference_steps=steps,
                           context_frames=context_frames, context_overlap=context_overlap,
                           reference_attention_weight=reference_attention_weight,
-                          audio_attention_weight=audio_attention_weight, decode_chunk_size=decode_chunk_size)
+                          audio_attention_weight=audio_attention_weight,
+                          audio_attention_weight_low_noise=audio_attention_weight_low_noise,
+                          low_noise_timestep=low_noise_timestep, decode_chunk_size=decode_chunk_size)
         if self.vae is None:
             raise WeightsError("this pipeline has no VAE; build it with one (from_export / from_official)")
         out_path = None
@@ -503,6 +513,7 @@ class VExpressPipeline:
             latents, bank, audio_cond, kps_cond, num_inference_steps=steps, guidance=guidance,
             context_frames=context_frames, context_overlap=context_overlap,
             reference_attention_weight=reference_attention_weight, audio_attention_weight=audio_attention_weight,
+            audio_attention_weight_low_noise=audio_attention_weight_low_noise, low_noise_timestep=low_noise_timestep,
             scheduler=_seeded(self.make_scheduler(sampler), seed), progress=progress,
         )
         distinct = kps_cond.num_distinct
@@ -553,6 +564,7 @@ class VExpressPipeline:
 def check_options(*, height: int = 512, width: int = 512, fps: float = 30.0, num_inference_steps: int | None = 25,
                   context_frames: int = 24, context_overlap: int = 4, retarget: str | None = None,
                   reference_attention_weight: float = 1.0, audio_attention_weight: float = 1.0,
+                  audio_attention_weight_low_noise: float | None = None, low_noise_timestep: int = 500,
                   decode_chunk_size: int = 8, latent_downscale: int = 8, max_context_frames: int = 32) -> None:
     """Validate generation options (one-line :class:`InputError` naming the option and the fix); needs no model."""
     from vexpress.kps.retarget import STRATEGIES
@@ -575,15 +587,36 @@ def check_options(*, height: int = 512, width: int = 512, fps: float = 30.0, num
     if retarget is not None and retarget not in STRATEGIES:
         raise InputError(f"unknown retarget strategy {retarget!r}; choose one of {', '.join(STRATEGIES)}")
     for name, value in (("reference_attention_weight", reference_attention_weight),
-                        ("audio_attention_weight", audio_attention_weight)):
-        if not math.isfinite(float(value)):
-            raise InputError(f"{name} must be a finite number, got {value}")
+                        ("audio_attention_weight", audio_attention_weight),
+                        ("audio_attention_weight_low_noise", audio_attention_weight_low_noise)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                                  or not math.isfinite(float(value))):
+            raise InputError(f"{name} must be a finite number, got {value!r}")
+    if (isinstance(low_noise_timestep, bool) or not isinstance(low_noise_timestep, (int, np.integer))
+            or not 0 <= low_noise_timestep <= 1000):
+        raise InputError(f"low_noise_timestep={low_noise_timestep!r} must be an integer timestep in [0, 1000] "
+                         "(default 500)")
     if not isinstance(decode_chunk_size, (int, np.integer)) or decode_chunk_size < 1:
         raise InputError(f"decode_chunk_size={decode_chunk_size} must be a positive integer")
 
 
 _CHECKED = ("num_inference_steps", "context_frames", "context_overlap", "reference_attention_weight",
-            "audio_attention_weight", "decode_chunk_size")
+            "audio_attention_weight", "audio_attention_weight_low_noise", "low_noise_timestep", "decode_chunk_size")
+
+
+def audio_weight_at(timestep: Any, weight: float, weight_low_noise: float | None = None,
+                    low_noise_timestep: int = 500) -> float:
+    """The audio attention weight of a sampling step: ``weight_low_noise`` when the step's timestep is below
+    ``low_noise_timestep`` (and ``weight_low_noise`` is set), else ``weight``.
+
+    The official code uses one weight for every step. In the demo's tiny model the audio attention adds one vector
+    per frame, which opens the mouth and also tints the whole frame (experiments/demo/exploration_2026-12-06c.md); a
+    lower weight at the low-noise steps, where colours are settled, keeps the tint smaller
+    (exploration_2026-12-06d.md)."""
+    if weight_low_noise is None:
+        return float(weight)
+    t = float(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+    return float(weight_low_noise) if t < low_noise_timestep else float(weight)
 
 
 # ----------------------------------------------------------------------------------------------------------------
