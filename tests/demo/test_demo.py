@@ -28,7 +28,7 @@ def test_demo_smoke(tmp_path):
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}", f"train_overrides=[{train}]",
            f"foundation={tmp_path / 'foundation'}", "eval.first_clip=0", "eval.clips=50", "eval.frames=4",
-           "eval.num_inference_steps=2", "eval.frame_stride=2",
+           "eval.num_inference_steps=2", "eval.frame_stride=2", "eval.audio_attention_weight_low_noise=0.5",
            "probe.clips=1", "probe.frames=2", "sample_video.seconds=0.2", "threads=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -49,6 +49,9 @@ def test_demo_smoke(tmp_path):
     # the report states what was scored: 2 held-out clips exist, 50 were asked for
     assert report["protocol"]["clips"] == 2 and report["protocol"]["clips_requested"] == 50
     assert report["protocol"]["frames"] == 4 and len(report["protocol"]["clip_ids"]) == 2
+    # the sampler's options reach the report (2 DDIM steps: timesteps 999 and 499, one on each side of 500)
+    assert report["protocol"]["audio_attention_weight_low_noise"] == 0.5
+    assert report["protocol"]["low_noise_timestep"] == 500
     assert all(e["clips"] == 2 for e in report["evaluation"].values())
     assert "2 held-out clips x 4 frames evaluated per run (eval.clips=50 requested)" in (out / "report.md").read_text()
     assert (out / "demo.log").is_file()
