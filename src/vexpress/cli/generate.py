@@ -212,7 +212,7 @@ def run(cfg) -> Path:
 def _run(cfg) -> Path:
     from vexpress.pipelines.inputs import driving_tolerance
     from vexpress.pipelines.schedulers import DEFAULT_STEPS
-    from vexpress.pipelines.vexpress_pipeline import check_options, prepare_inputs
+    from vexpress.pipelines.vexpress_pipeline import CHECKED_OPTIONS, check_options, prepare_inputs
     from vexpress.pipelines.video_io import reserve_output
     from vexpress.utils.io import write_json
 
@@ -234,10 +234,7 @@ def _run(cfg) -> Path:
                    context_overlap=opt["context_overlap"], seed=opt["seed"], median_filter=opt["median_filter"],
                    decode_chunk_size=opt["decode_chunk_size"], progress=opt["progress"])
     check_options(height=opt["height"], width=opt["width"], fps=opt["fps"], retarget=cfg.retarget,
-                  **{k: options[k] for k in ("num_inference_steps", "context_frames", "context_overlap",
-                                             "reference_attention_weight", "audio_attention_weight",
-                                             "audio_attention_weight_low_noise", "low_noise_timestep",
-                                             "decode_chunk_size")})
+                  **{k: options[k] for k in CHECKED_OPTIONS})
     route = resolve_weights(cfg)
     info_json = _probe_writable(Path(str(cfg.info_json)).expanduser(), "info_json") if cfg.info_json else None
     with reserve_output(output, "output video") as reservation:

@@ -449,7 +449,7 @@ class VExpressPipeline:
                 ``median_filter``, ``decode_chunk_size``, ``return_frames``, ``return_latents``, ``progress``).
         """
         self.check_inputs(height=height, width=width, fps=fps, retarget=retarget,
-                          **{k: v for k, v in options.items() if k in _CHECKED})
+                          **{k: v for k, v in options.items() if k in CHECKED_OPTIONS})
         out_path = None
         if output_path is not None:
             from vexpress.utils.io import check_writable
@@ -600,8 +600,11 @@ def check_options(*, height: int = 512, width: int = 512, fps: float = 30.0, num
         raise InputError(f"decode_chunk_size={decode_chunk_size} must be a positive integer")
 
 
-_CHECKED = ("num_inference_steps", "context_frames", "context_overlap", "reference_attention_weight",
-            "audio_attention_weight", "audio_attention_weight_low_noise", "low_noise_timestep", "decode_chunk_size")
+#: The sampling options :func:`check_options` validates (besides size, fps and retarget): one list for the pipeline
+#: and the CLI.
+CHECKED_OPTIONS = ("num_inference_steps", "context_frames", "context_overlap", "reference_attention_weight",
+                   "audio_attention_weight", "audio_attention_weight_low_noise", "low_noise_timestep",
+                   "decode_chunk_size")
 
 
 def audio_weight_at(timestep: Any, weight: float, weight_low_noise: float | None = None,
