@@ -146,3 +146,32 @@ def test_stage_chain_invariants(tmp_path):
                 assert torch.equal(before, after[name]), f"{spec.name}: frozen {name} changed"
         assert (export_dir / "DONE").is_file()
         previous = export_dir
+
+
+def test_timestep_bias_reaches_the_training_draws():
+    """A stage's ``timestep_bias`` sets the LitModule's timestep weights at setup; every training step then draws
+    from them (a spy records the real sampler's draws), and a stage without it keeps the official uniform draw."""
+    with pytest.raises(InputError, match="stage 'audio_motion' timestep_bias"):
+        stage_from_conf("audio_motion", timestep_bias={"strategy": "later", "multiplier": -1})
+    for bias in ({"strategy": "range", "begin": 900, "end": 1000, "multiplier": 1e9}, None):
+        spec = stage_from_conf("image", num_frames=1, batch_size=4, max_steps=3, lr=1e-4, timestep_bias=bias)
+        model = lit_module(seed=3)
+        drawn = []
+        real = model.targets.sample_timesteps
+
+        def spy(*args, **kwargs):
+            t = real(*args, **kwargs)
+            drawn.append(t)
+            return t
+
+        model.targets.sample_timesteps = spy
+        trainer = pl.Trainer(callbacks=[StageScheduler(spec, 0, ["image"]), ConditionDropout({"uncond": 0.0})],
+                             max_steps=spec.max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, datamodule=fakes.RandomClipsDataModule(num_frames=1, batch_size=4))
+        t = torch.cat(drawn)
+        assert len(drawn) == 3 and t.numel() == 12
+        if bias is None:
+            assert model.timestep_weights is None and int(t.min()) < 900  # 12 uniform draws all >= 900: p = 1e-12
+        else:
+            assert model.timestep_weights.shape == (1000,) and bool((t >= 900).all())

@@ -20,8 +20,10 @@ import logging
 from typing import Any, Mapping, Sequence
 
 import lightning.pytorch as pl
+import torch
 
 from vexpress.callbacks._util import log_metrics, stage_progress_of
+from vexpress.training.schedules import TimestepBias
 from vexpress.training.stages import (
     StageError,
     StageSpec,
@@ -62,6 +64,11 @@ class StageScheduler(pl.Callback):
         if stage != "fit":
             return
         self.report = apply_stage(pl_module.net, self.spec)
+        bias = TimestepBias.from_config(self.spec.timestep_bias, f"stage {self.spec.name!r} timestep_bias")
+        pl_module.timestep_weights = None
+        if bias is not None:
+            weights = bias.weights(pl_module.targets.num_train_timesteps)
+            pl_module.timestep_weights = torch.tensor(weights, dtype=torch.float64)
         if trainer.is_global_zero:
             log.info(self.report.summary())
 

@@ -83,6 +83,9 @@ class VExpressLitModule(pl.LightningModule):
         self.snr_gamma = float(snr_gamma)
         self.noise_offset = float(noise_offset)
         self.lip_loss_weight = float(lip_loss_weight)
+        # relative probability of each training timestep (T,); None = uniform (official). A stage's
+        # ``timestep_bias`` sets it (StageScheduler)
+        self.timestep_weights: torch.Tensor | None = None
         self.sample_reference_latent = bool(sample_reference_latent)
         self.seed = int(seed)
         self.compile_denoiser = bool(compile_denoiser)
@@ -204,7 +207,7 @@ class VExpressLitModule(pl.LightningModule):
         latents = x["latents"]
         b = latents.shape[0]
         noise = self.targets.sample_noise(latents, self.noise_offset, generator)
-        t = self.targets.sample_timesteps(b, generator, latents.device)
+        t = self.targets.sample_timesteps(b, generator, latents.device, self.timestep_weights)
         noisy = self.targets.add_noise(latents, noise, t)
         target = self.targets.target(latents, noise, t)
         if drop is None:

@@ -39,9 +39,16 @@ class DiffusionTargets:
     def v_prediction(self) -> bool:
         return self.prediction_type == "v_prediction"
 
-    def sample_timesteps(self, batch: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
-        """One timestep per clip, uniform over ``0..T-1`` (official)."""
-        return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator).to(device)
+    def sample_timesteps(self, batch: int, generator: torch.Generator, device: torch.device | str,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+        """One timestep per clip: uniform over ``0..T-1`` (official), or drawn with relative probabilities
+        ``weights`` (T,) (:meth:`vexpress.training.schedules.TimestepBias.weights`)."""
+        if weights is None:
+            return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator).to(device)
+        if weights.shape != (self.num_train_timesteps,):
+            raise InputError(f"timestep weights must have shape ({self.num_train_timesteps},), got "
+                             f"{tuple(weights.shape)}")
+        return torch.multinomial(weights.double().cpu(), batch, replacement=True, generator=generator).to(device)
 
     @staticmethod
     def sample_noise(latents: torch.Tensor, offset: float, generator: torch.Generator) -> torch.Tensor:

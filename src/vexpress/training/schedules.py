@@ -75,3 +75,71 @@ def stage_progress(step: int, total_steps: int) -> float:
     if total_steps <= 1:
         return 1.0 if step > 0 else 0.0
     return min(1.0, max(0.0, step / (total_steps - 1)))
+
+
+TIMESTEP_BIAS_STRATEGIES = ("later", "earlier", "range")
+
+
+@dataclass(frozen=True)
+class TimestepBias:
+    """A training stage's timestep distribution, when it is not the official uniform one (beyond the paper).
+
+    The biased timesteps are ``multiplier`` times as likely as the others:
+
+    - ``later``: the last ``portion`` of ``0..T-1`` (the noisiest timesteps, where the mouth's shape is decided);
+    - ``earlier``: the first ``portion`` (the least noisy: texture and detail);
+    - ``range``: ``begin <= t < end``.
+
+    ``{strategy: later, portion: 0.5, multiplier: 3}`` draws 75 % of the timesteps from ``t >= T/2``. Built from a
+    stage's ``timestep_bias`` mapping with :meth:`from_config` (one-line :class:`InputError` for a bad value).
+    """
+
+    strategy: str
+    multiplier: float
+    portion: float = 0.5
+    begin: int = 0
+    end: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None, what: str = "timestep_bias") -> "TimestepBias | None":
+        if cfg is None:
+            return None
+        if not isinstance(cfg, Mapping):
+            raise InputError(f"{what} must be a mapping like {{strategy: later, portion: 0.5, multiplier: 3}} or "
+                             f"null, got {cfg!r}")
+        unknown = sorted(set(cfg) - {"strategy", "multiplier", "portion", "begin", "end"})
+        if unknown:
+            raise InputError(f"{what}: unknown keys {unknown}; use strategy, multiplier, portion, begin, end")
+        strategy = str(cfg.get("strategy", ""))
+        if strategy not in TIMESTEP_BIAS_STRATEGIES:
+            raise InputError(f"{what}.strategy must be one of {list(TIMESTEP_BIAS_STRATEGIES)}, got {strategy!r}")
+        try:
+            multiplier = float(cfg.get("multiplier", 2.0))
+            portion = float(cfg.get("portion", 0.5))
+            begin, end = int(cfg.get("begin", 0)), int(cfg.get("end", 0))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{what}: multiplier and portion must be numbers, begin and end integers ({err})") \
+                from err
+        if not multiplier > 0:
+            raise InputError(f"{what}.multiplier must be > 0, got {multiplier}")
+        if strategy != "range" and not 0.0 < portion < 1.0:
+            raise InputError(f"{what}.portion must be in (0, 1), got {portion}")
+        if strategy == "range" and not 0 <= begin < end:
+            raise InputError(f"{what}: strategy range needs 0 <= begin < end, got begin={begin} end={end}")
+        return cls(strategy, multiplier, portion, begin, end)
+
+    def weights(self, num_train_timesteps: int) -> list[float]:
+        """Relative probability of every timestep ``0..T-1``."""
+        n = int(num_train_timesteps)
+        w = [1.0] * n
+        if self.strategy == "range":
+            if self.end > n:
+                raise InputError(f"timestep_bias: end={self.end} is beyond the {n} training timesteps")
+            w[self.begin:self.end] = [self.multiplier] * (self.end - self.begin)
+        else:
+            k = max(1, min(n - 1, round(self.portion * n)))
+            if self.strategy == "later":
+                w[n - k:] = [self.multiplier] * k
+            else:
+                w[:k] = [self.multiplier] * k
+        return w

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from vexpress.errors import InputError, VExpressError
-from vexpress.training.schedules import Ramp, as_schedule
+from vexpress.training.schedules import Ramp, TimestepBias, as_schedule
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -68,6 +68,9 @@ class StageSpec:
             (random or whatever the model config loaded). The curriculum sets it to the previous stage's export.
         lip_loss_weight: weight of the lip region in the loss for this stage (a number or a ``{start, end}`` ramp
             over the stage); ``None`` keeps the model's ``lip_loss_weight`` (1 = no extra weight, released configs).
+        timestep_bias: how this stage draws its training timesteps when not uniformly (official): a mapping for
+            :class:`vexpress.training.noise.TimestepBias`, e.g. ``{strategy: later, portion: 0.5, multiplier: 3}``
+            (beyond the paper). The stage configs leave it out, so existing stage keys are unchanged.
     """
 
     name: str
@@ -82,6 +85,7 @@ class StageSpec:
     reference_net_checkpointing: bool = False
     init_from: str | None = None
     lip_loss_weight: Any = None
+    timestep_bias: Any = None
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
@@ -99,6 +103,10 @@ class StageSpec:
             raise InputError(f"stage {self.name!r}: lr must be > 0, got {self.lr}")
         if self.lip_loss_weight is not None:
             self.lip_loss_weight = as_schedule(self.lip_loss_weight, f"stage {self.name!r} lip_loss_weight", low=0.0)
+        if self.timestep_bias is not None:
+            bias = dict(self.timestep_bias) if isinstance(self.timestep_bias, Mapping) else self.timestep_bias
+            TimestepBias.from_config(bias, f"stage {self.name!r} timestep_bias")  # validates
+            self.timestep_bias = bias
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
