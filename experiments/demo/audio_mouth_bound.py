@@ -1,0 +1,102 @@
+"""How well can the demo's audio features alone say how far the mouth is open? A bound for the mouth goal.
+
+A generator that draws the mouth from the audio cannot be expected to beat a regressor that predicts the synthetic
+truth's mouth opening directly from the same audio window, fitted on the same training clips. This script fits two
+(ridge regression and a two-layer MLP, L1 loss) from each frame's audio window (the demo's audio features, windowed
+as the model sees them: ``vexpress.audio.windows.audio_windows``) to the truth's opening, on the demo's 48 training
+clips, and scores them on the exploration clips 0-7 (all frames, and the first 16 frames the report scores).
+No report clip (8-31) is read.
+
+    .venv/bin/python experiments/demo/audio_mouth_bound.py [--data <synthetic root>]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EXPLORATION_CLIPS = 8
+
+
+def windows_and_openings(records, frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    from vexpress.audio.windows import audio_windows
+
+    xs, ys = [], []
+    for rec in records:
+        truth = np.asarray(rec.gt_mouth, np.float32)[:, 0]
+        n = len(truth) if frames is None else min(frames, len(truth))
+        feats = torch.as_tensor(np.asarray(rec.audio_features, np.float32))
+        xs.append(audio_windows(feats, len(truth))[:n].reshape(n, -1).numpy())
+        ys.append(truth[:n])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def demo_data_root() -> Path:
+    """The synthetic benchmark of ``conf/demo.yaml`` (the demo's data), built if absent."""
+    from hydra import compose, initialize_config_dir
+
+    from vexpress.demo.prepare import ensure_data
+    from vexpress.demo.run import compose_train, train_overrides
+    from vexpress.utils.paths import CONF_DIR
+
+    root = Path.cwd()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("demo", overrides=[f"paths.root_dir={root}", "output_dir=/tmp/unused"])
+        tcfg = compose_train(train_overrides(cfg, next(iter(cfg.runs))) + [f"paths.root_dir={root}"])
+    return Path(ensure_data(tcfg.data))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vexpress.data.records import load_manifest
+    from vexpress.errors import InputError
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None,
+                    help="the demo synthetic benchmark (default: the one conf/demo.yaml makes, built if absent)")
+    ap.add_argument("--mlp-seeds", type=int, default=2)
+    ap.add_argument("--mlp-steps", type=int, default=3000)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    root = Path(args.data) if args.data else demo_data_root()
+    if not (root / "manifest.json").is_file():
+        raise InputError(f"{root} holds no synthetic benchmark; pass the folder make demo's report names "
+                         "(report.json data.root)")
+    train = load_manifest(root, split="train")
+    held = load_manifest(root, split="heldout")[:EXPLORATION_CLIPS]
+    xt, yt = windows_and_openings(train)
+    xe, ye = windows_and_openings(held)
+    x16, y16 = windows_and_openings(held, 16)
+    mu, sd = xt.mean(0), xt.std(0) + 1e-6
+    xt, xe, x16 = (xt - mu) / sd, (xe - mu) / sd, (x16 - mu) / sd
+    print(f"{root.name}: {len(train)} training clips ({len(yt)} frames) -> exploration clips 0-{len(held) - 1}")
+    print(f"predict the training mean: MAE {np.abs(ye - yt.mean()).mean():.4f} (all frames)")
+    for lam in (1.0, 10.0, 100.0):
+        w = np.linalg.solve(xt.T @ xt + lam * np.eye(xt.shape[1]), xt.T @ (yt - yt.mean()))
+        print(f"ridge (lambda {lam:g}): MAE all frames {np.abs(xe @ w + yt.mean() - ye).mean():.4f}, "
+              f"first 16 frames {np.abs(x16 @ w + yt.mean() - y16).mean():.4f}")
+    xt_t, yt_t = torch.tensor(xt), torch.tensor(yt)
+    for seed in range(args.mlp_seeds):
+        g = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
+                                  torch.nn.GELU(), torch.nn.Linear(256, 1))
+        opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-2)
+        for _ in range(args.mlp_steps):
+            i = torch.randint(0, len(yt_t), (128,), generator=g)
+            loss = (net(xt_t[i])[:, 0] - yt_t[i]).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pe, p16 = net(torch.tensor(xe))[:, 0].numpy(), net(torch.tensor(x16))[:, 0].numpy()
+        print(f"MLP seed {seed}: MAE all frames {np.abs(pe - ye).mean():.4f}, first 16 frames "
+              f"{np.abs(p16 - y16).mean():.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
