@@ -1,0 +1,65 @@
+"""Two studies of the demo (two settings, the same seeds and report clips): new minus old, paired by seed and clip.
+
+For every run and metric, the mean per-clip difference with a 95 % crossed bootstrap interval over seeds and clips
+(``vexpress.evaluation.study``'s resampling, 10,000 draws, RNG seed 0), as the study itself compares the recipe with
+its ablations. This is how a change of the demo's settings is judged on the report clips once it was chosen on the
+exploration clips.
+
+    .venv/bin/python experiments/demo/compare_studies.py <old study dir> <new study dir>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ("mouth_err_correct", "mouth_err_shuffled", "identity_err", "pose_err")
+
+
+def seeds_of(study: Path) -> dict[int, dict]:
+    return {int(p.parent.name.split("_")[1]): json.loads(p.read_text())
+            for p in sorted(study.glob("seed_*/report.json"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vexpress.errors import InputError
+    from vexpress.evaluation.study import bootstrap_interval, crossed_bootstrap_weights
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("old", type=Path)
+    ap.add_argument("new", type=Path)
+    args = ap.parse_args(argv)
+    old, new = seeds_of(args.old), seeds_of(args.new)
+    seeds = sorted(set(old) & set(new))
+    if not seeds:
+        raise InputError(f"{args.old} and {args.new} share no seed_<s>/report.json; run both studies first")
+    runs = [r for r in old[seeds[0]]["evaluation"] if r in new[seeds[0]]["evaluation"]]
+    print(f"seeds {seeds}; new minus old, paired by seed and clip; 95 % crossed bootstrap")
+    weights = None
+    for run in runs:
+        for field in FIELDS:
+            diffs, before, after = [], [], []
+            for s in seeds:
+                a = old[s]["evaluation"][run]["per_clip"]
+                b = new[s]["evaluation"][run]["per_clip"]
+                if sorted(a) != sorted(b):
+                    raise InputError(f"seed {s}, run {run}: the two studies scored different clips")
+                clips = sorted(a)
+                diffs.append([b[c][field] - a[c][field] for c in clips])
+                before.append([a[c][field] for c in clips])
+                after.append([b[c][field] for c in clips])
+            d = np.asarray(diffs)
+            if weights is None:
+                weights = crossed_bootstrap_weights(*d.shape)
+            mean, lo, hi = bootstrap_interval(d, weights=weights)
+            print(f"{run:24s} {field:20s} old {np.mean(before):.4f} new {np.mean(after):.4f} diff {mean:+.4f} "
+                  f"[{lo:+.4f}, {hi:+.4f}] ({100 * mean / np.mean(before):+.1f} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
