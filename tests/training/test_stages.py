@@ -155,6 +155,7 @@ def test_timestep_bias_reaches_the_training_draws():
         stage_from_conf("audio_motion", timestep_bias={"strategy": "later", "multiplier": -1})
     for bias in ({"strategy": "range", "begin": 900, "end": 1000, "multiplier": 1e9}, None):
         spec = stage_from_conf("image", num_frames=1, batch_size=4, max_steps=3, lr=1e-4, timestep_bias=bias)
+        assert StageSpec(**spec.to_dict()).timestep_bias == spec.timestep_bias  # the spec's record round-trips
         model = lit_module(seed=3)
         drawn = []
         real = model.targets.sample_timesteps

@@ -23,7 +23,6 @@ import lightning.pytorch as pl
 import torch
 
 from vexpress.callbacks._util import log_metrics, stage_progress_of
-from vexpress.training.schedules import TimestepBias
 from vexpress.training.stages import (
     StageError,
     StageSpec,
@@ -64,7 +63,7 @@ class StageScheduler(pl.Callback):
         if stage != "fit":
             return
         self.report = apply_stage(pl_module.net, self.spec)
-        bias = TimestepBias.from_config(self.spec.timestep_bias, f"stage {self.spec.name!r} timestep_bias")
+        bias = self.spec.timestep_bias
         pl_module.timestep_weights = None
         if bias is not None:
             weights = bias.weights(pl_module.targets.num_train_timesteps)

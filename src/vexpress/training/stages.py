@@ -8,6 +8,7 @@ differ only in their YAML.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 from dataclasses import dataclass, field
@@ -68,9 +69,10 @@ class StageSpec:
             (random or whatever the model config loaded). The curriculum sets it to the previous stage's export.
         lip_loss_weight: weight of the lip region in the loss for this stage (a number or a ``{start, end}`` ramp
             over the stage); ``None`` keeps the model's ``lip_loss_weight`` (1 = no extra weight, released configs).
-        timestep_bias: how this stage draws its training timesteps when not uniformly (official): a mapping for
-            :class:`vexpress.training.noise.TimestepBias`, e.g. ``{strategy: later, portion: 0.5, multiplier: 3}``
-            (beyond the paper). The stage configs leave it out, so existing stage keys are unchanged.
+        timestep_bias: how this stage draws its training timesteps when not uniformly (official): a mapping such as
+            ``{strategy: later, portion: 0.5, multiplier: 3}``, parsed into a
+            :class:`vexpress.training.schedules.TimestepBias` (beyond the paper). The stage configs leave it out, so
+            existing stage keys are unchanged.
     """
 
     name: str
@@ -103,10 +105,8 @@ class StageSpec:
             raise InputError(f"stage {self.name!r}: lr must be > 0, got {self.lr}")
         if self.lip_loss_weight is not None:
             self.lip_loss_weight = as_schedule(self.lip_loss_weight, f"stage {self.name!r} lip_loss_weight", low=0.0)
-        if self.timestep_bias is not None:
-            bias = dict(self.timestep_bias) if isinstance(self.timestep_bias, Mapping) else self.timestep_bias
-            TimestepBias.from_config(bias, f"stage {self.name!r} timestep_bias")  # validates
-            self.timestep_bias = bias
+        if self.timestep_bias is not None and not isinstance(self.timestep_bias, TimestepBias):
+            self.timestep_bias = TimestepBias.from_config(self.timestep_bias, f"stage {self.name!r} timestep_bias")
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
@@ -120,6 +120,8 @@ class StageSpec:
         ramp: Ramp | None = self.lip_loss_weight
         if ramp is not None:
             d["lip_loss_weight"] = {"start": ramp.start, "end": ramp.end, "begin": ramp.begin, "finish": ramp.finish}
+        if self.timestep_bias is not None:
+            d["timestep_bias"] = dataclasses.asdict(self.timestep_bias)
         return d
 
 
