@@ -180,19 +180,40 @@ def build_pipeline(cfg, route: WeightsRoute | None = None) -> Any:
 
 @contextlib.contextmanager
 def _terminate_cleanly() -> Iterator[None]:
-    """SIGTERM raises SystemExit(143) in the main thread, so temporary files are removed like on Ctrl-C."""
+    """SIGTERM raises SystemExit(143) in the main thread, so temporary files are removed like on Ctrl-C.
+
+    A stop signal that lands while a C extension runs Python code (a module's import, a callback) can come out of it
+    as another exception: pybind11 turns the handler's exception into ``ImportError: initialization failed``. So once
+    a stop signal was received, whatever ends the run ends it as that signal: exit 143 for SIGTERM, the Ctrl-C path
+    (exit 130) for SIGINT."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
 
     def on_term(signum, frame):  # noqa: ARG001
+        received.append(signum)
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    def on_int(signum, frame):  # noqa: ARG001
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    handlers = {signal.SIGTERM: on_term}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # leave an ignored or custom Ctrl-C alone
+        handlers[signal.SIGINT] = on_int
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
+    except BaseException as err:
+        if not received or isinstance(err, (SystemExit, KeyboardInterrupt)):
+            raise
+        if received[0] == signal.SIGINT:
+            raise KeyboardInterrupt from err
+        raise SystemExit(128 + received[0]) from err
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _probe_writable(path: Path, what: str) -> Path:
