@@ -55,16 +55,27 @@ def test_demo_smoke(tmp_path):
     assert all(e["clips"] == 2 for e in report["evaluation"].values())
     assert "2 held-out clips x 4 frames evaluated per run (eval.clips=50 requested)" in (out / "report.md").read_text()
     assert (out / "demo.log").is_file()
-    # train_workers=2: the recipe lane (recipe, then progressive_no_dropout reusing its stages) and joint_only trained
-    # in two processes, each writing its own console log
-    for lane in ("recipe+progressive_no_dropout", "joint_only"):
-        assert "stage" in (out / "runs" / f"train_{lane}.log").read_text()
-    # eval.workers=2: each export evaluated in a process of its own, with its console log
+    # workers=2 (the default): every training, evaluation and probe ran as a job in one of two processes, each job
+    # writing its own console log, each timed in the report
+    for run in ("recipe", "progressive_no_dropout", "joint_only"):
+        assert "stage" in (out / "runs" / f"train_{run}.log").read_text()
+        assert (out / "runs" / f"probe_{run}.log").is_file()
+        assert {f"train/{run}", f"evaluate/{run}", f"probe/{run}"} <= set(report["seconds"])
     for label in ("recipe", "progressive_no_dropout", "joint_only"):
         assert (out / "eval" / f"{label}.log").is_file() and (out / "eval" / label / "per_clip.csv").is_file()
     for name in ("report.md", "report.png", "sample.mp4"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     print("demo smoke phases:", {k: round(v, 1) for k, v in report["seconds"].items()})
+
+    # workers=1: the same jobs one after the other in the demo's own process score exactly the same (the order and
+    # the process a job runs in change nothing); data and latents come from the cache
+    one = tmp_path / "one_process"
+    cmd = [*[c for c in cmd if not c.startswith("output_dir=")], f"output_dir={one}", "workers=1"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    again = json.loads((one / "report.json").read_text())
+    assert again["evaluation"] == report["evaluation"] and again["probe"] == report["probe"]
+    assert not list((one / "runs").glob("train_*.log"))  # nothing ran in a worker process
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process parents from Linux /proc")
@@ -77,14 +88,13 @@ def test_killed_demo_leaves_no_training_process(tmp_path):
     train = ",".join(f'"{o}"' for o in [*data, "trainer.max_steps=100000"])  # trains until killed
     cmd = [sys.executable, "-m", "vexpress.cli.demo", f"output_dir={tmp_path / 'out'}",
            f"paths.cache_dir={tmp_path / 'cache'}", f"paths.root_dir={REPO_ROOT}", f"train_overrides=[{train}]",
-           f"foundation={tmp_path / 'foundation'}", "threads=2", "train_workers=2"]
+           f"foundation={tmp_path / 'foundation'}", "threads=2", "workers=2"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: set[int] = set()
     try:
         deadline = time.monotonic() + 400
-        lanes = ("recipe+progressive_no_dropout", "joint_only")
-        logs = [tmp_path / "out" / "runs" / f"train_{lane}.log" for lane in lanes]
+        logs = [tmp_path / "out" / "runs" / f"train_{run}.log" for run in ("recipe", "joint_only")]
         while time.monotonic() < deadline and proc.poll() is None:
             workers |= {c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
             if len(workers) >= 2 and all(p.is_file() and "stage 1/" in p.read_text() for p in logs):

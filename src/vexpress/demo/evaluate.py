@@ -124,18 +124,12 @@ def evaluate_vae_floor(vae: Any, records: Sequence[Any], ecfg: Any) -> dict[str,
     return {k: v for k, v in res.summary.get("vae", {}).items()}
 
 
-def evaluation_targets(cfg: Any, results: Mapping[str, list]) -> list[tuple[str, Path]]:
-    """(label, export) pairs: every run's final export, plus the earlier stages of the runs in ``eval.stages_of``
-    (labelled ``<run>/<stage id>``). ``results``: run -> the stage records of its training run."""
-    out = []
-    for run, stages in results.items():
-        stage_list = list(stages)
-        if run in list(cfg.eval.get("stages_of") or []):
-            for r in stage_list[:-1]:
-                out.append((f"{run}/{stage_id(r['index'], r['stage'])}", Path(r["export"])))
-        last = stage_list[-1]
-        out.append((run, Path(last["export"])))
-    return out
+def evaluation_labels(run: str, stages: Sequence[str], earlier: bool) -> list[tuple[str, int]]:
+    """(label, stage index) of what the demo evaluates of one run with these curriculum ``stages``: its final
+    export (labelled ``run``) and, with ``earlier`` (the run is in ``eval.stages_of``), every earlier stage's
+    (labelled ``<run>/<stage id>``) first."""
+    out = [(f"{run}/{stage_id(i, name)}", i) for i, name in enumerate(stages[:-1])] if earlier else []
+    return out + [(run, len(stages) - 1)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,14 +5,19 @@ Phases (each timed, with progress bars), everything cached so a re-run only redo
 1. ``data``: the synthetic talking-face benchmark (``vexpress.synthetic``, cached by config hash);
 2. ``vae``: the embedded foundation's tiny ``AutoencoderKL`` (``conf/demo.yaml`` ``foundation``);
 3. ``latents``: a latent cache of every clip (``vexpress.data.cache``), so training reads tensors;
-4. ``train``: the demo experiments (``conf/experiment/demo_*.yaml``) through the same curriculum loop as
-   ``vexpress-train``; a stage whose effective config equals an already trained one (the image stage of the recipe
-   and of the progressive ablation) is trained once and reused;
-5. ``probe``: condition influence of every stage export on a fixed held-out batch;
-6. ``evaluate``: every run (and the recipe's earlier stages) generates the held-out clips with their own audio and
-   with another clip's audio, measured against the synthetic ground truth (:mod:`vexpress.demo.evaluate`);
-7. ``sample_video``: ground truth | recipe, side by side, with the audio;
-8. ``report``: ``report.md``, ``report.json``, ``report.png`` (:mod:`vexpress.demo.report`).
+4. ``train_evaluate``: jobs in ``workers`` processes, each started as soon as its inputs are ready
+   (:mod:`vexpress.demo.workers`):
+
+   - ``train/<run>``: the demo experiments (``conf/experiment/demo_*.yaml``) through the same curriculum loop as
+     ``vexpress-train``; a stage whose effective config equals an already trained one (the image and audio+motion
+     stages of the recipe and of the progressive ablation) is trained once and reused;
+   - ``evaluate/<label>``: every run (and the earlier stages of the runs in ``eval.stages_of``) generates the
+     held-out clips with their own audio and with another clip's audio, measured against the synthetic ground
+     truth (:mod:`vexpress.demo.evaluate`);
+   - ``probe/<run>``: condition influence of every stage export on a fixed held-out batch;
+5. ``vae_floor``: the VAE reconstruction of the same clips, the floor a latent model can reach;
+6. ``sample_video``: ground truth | recipe, side by side, with the audio;
+7. ``report``: ``report.md``, ``report.json``, ``report.png`` (:mod:`vexpress.demo.report`).
 
 Nothing here tunes the evaluation: the protocol is fixed in ``conf/demo.yaml`` and identical for every run.
 """
@@ -28,11 +33,11 @@ import torch
 from omegaconf import OmegaConf
 
 from vexpress.data.records import load_manifest
-from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_targets, sample_video
+from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_labels, sample_video
 from vexpress.demo.phases import Phases
 from vexpress.demo.prepare import ensure_data, ensure_latents, foundation_vae
 from vexpress.demo.report import ROLES, goals, paired_table, scored_protocol, write_plot, write_report
-from vexpress.demo.workers import run_in_processes
+from vexpress.demo.workers import Job, run_jobs
 from vexpress.errors import InputError
 from vexpress.evaluation.synthetic import shuffled_audio_sources
 from vexpress.training.runner import CurriculumRunner
@@ -88,151 +93,155 @@ def compose_train(overrides: Sequence[str]):
     return compose(config_name="train", overrides=list(overrides))
 
 
-def train_runs(cfg: Any, latent_dir: Path, phases: Phases) -> dict[str, list[dict]]:
-    """Train every demo run with the training loop of ``vexpress-train``; with ``share_identical_stages`` a stage
-    whose key equals one already trained (in this demo) is trained once and copied.
-
-    With ``train_workers`` > 1 the runs are trained in that many processes at once (:func:`training_lanes`: runs that
-    share their first stage stay in one lane, in order), the torch threads split between them. On a small CPU two
-    one-thread processes do more work than one two-thread process: the demo's tiny model runs many small kernels
-    that do not keep two threads busy."""
-    overrides = {run: train_overrides(cfg, run, [f"data.latent_cache={latent_dir}"]) for run in cfg.runs}
-    share = bool(cfg.get("share_identical_stages", True))
-    lanes = training_lanes(overrides) if share else [[run] for run in overrides]
-    workers = min(int(cfg.get("train_workers") or 1), len(lanes))
-    if workers <= 1:
-        lane_results = [_train_in_order([(run, overrides[run]) for run in cfg.runs], share)]
-    else:
-        lane_results = _train_in_processes(cfg, lanes, overrides, workers, share)
-    results: dict[str, list[dict]] = {}
-    for per_run in lane_results:
-        for run, (records, seconds) in per_run.items():
-            results[run] = records
-            phases.seconds[f"train/{run}"] = seconds
-    return {run: results[run] for run in overrides}
-
-
-def training_lanes(overrides: Mapping[str, Sequence[str]]) -> list[list[str]]:
-    """The runs grouped into lanes that can train at the same time: runs whose first stage has the same stage key
-    (so the later ones reuse it) share a lane, in the order given."""
+def training_lanes(runs: Mapping[str, Sequence[str] | CurriculumRunner]) -> list[list[str]]:
+    """The runs (run -> its overrides or its curriculum runner) grouped into lanes: runs whose first stage has the
+    same stage key share a lane, in the order given, and each trains after the one before it in its lane, reusing
+    its identical stages. Lanes train side by side."""
     lanes: dict[str, list[str]] = {}
-    for run, ov in overrides.items():
-        key = CurriculumRunner(compose_train(ov), ov).stage_config(0).stage_key
-        lanes.setdefault(key, []).append(run)
+    for run, r in runs.items():
+        runner = r if isinstance(r, CurriculumRunner) else CurriculumRunner(compose_train(r), list(r))
+        lanes.setdefault(runner.stage_config(0).stage_key, []).append(run)
     return list(lanes.values())
 
 
-def lane_log(out: Path, lane: Sequence[str]) -> Path:
-    """Where a training process of the demo writes its console output."""
-    return out / "runs" / f"train_{'+'.join(lane)}.log"
+def train_log(out: Path, run: str) -> Path:
+    """Where the training job of a demo run writes its console output (when jobs run in processes)."""
+    return out / "runs" / f"train_{run}.log"
 
 
-def _train_in_processes(cfg: Any, lanes: Sequence[Sequence[str]], overrides: Mapping[str, Sequence[str]],
-                        workers: int, share: bool) -> list[dict[str, tuple[list[dict], float]]]:
-    from vexpress.utils.paths import CONF_DIR
+def train_run(conf_dir: str | None, run: str, overrides: Sequence[str], shared: Mapping[str, Path] | None
+              ) -> tuple[list[dict], float, dict[str, Path] | None]:
+    """Train one demo run with the curriculum loop of ``vexpress-train``: (stage records, seconds, stage key ->
+    finished stage folder). With ``shared`` (the map of the run before it in its lane) a stage whose key is there
+    is copied, not trained again. ``conf_dir``: compose the config there (a worker process has no Hydra context)."""
+    import contextlib
 
-    out = Path(cfg.output_dir)
-    threads = max(1, int(cfg.get("threads") or torch.get_num_threads()) // workers)
-    logs = [lane_log(out, lane) for lane in lanes]
-    log.info("training %d runs in %d processes (%d torch thread%s each): %s; their output: %s", len(overrides),
-             workers, threads, "" if threads == 1 else "s", " | ".join(", ".join(lane) for lane in lanes),
-             ", ".join(str(p) for p in logs))
-    jobs = [(str(CONF_DIR), [(run, list(overrides[run])) for run in lane], share) for lane in lanes]
-    return run_in_processes(train_lane, jobs, logs, workers, threads,
-                            [f"training {', '.join(lane)}" for lane in lanes])
-
-
-def train_lane(conf_dir: str, lane: Sequence[tuple[str, Sequence[str]]], share: bool
-               ) -> dict[str, tuple[list[dict], float]]:
-    """One training process of :func:`train_runs`: the lane's runs in order (run -> (stage records, seconds))."""
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=conf_dir, version_base=None):
-        return _train_in_order(lane, share)
+    t = time.perf_counter()
+    known = None if shared is None else dict(shared)
+    ctx = contextlib.nullcontext() if conf_dir is None else initialize_config_dir(config_dir=conf_dir,
+                                                                                  version_base=None)
+    with ctx:
+        stages = CurriculumRunner(compose_train(overrides), list(overrides)).run(shared=known)
+    records = [{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages]
+    return records, time.perf_counter() - t, known
 
 
-def _train_in_order(lane: Sequence[tuple[str, Sequence[str]]], share: bool) -> dict[str, tuple[list[dict], float]]:
-    """Train (run, overrides) pairs in turn in this process (run -> (stage records, seconds)); with ``share`` a stage
-    whose key equals one trained earlier in the lane is copied, not trained again."""
-    out: dict[str, tuple[list[dict], float]] = {}
-    shared: dict[str, Path] | None = {} if share else None
-    for run, ov in lane:
-        t = time.perf_counter()
-        stages = CurriculumRunner(compose_train(ov), ov).run(shared=shared)
-        out[run] = ([{k: v for k, v in r.items() if k not in ("trainer", "model")} for r in stages],
-                    time.perf_counter() - t)
-    return out
-
-
-def evaluate_targets(cfg: Any, targets: Sequence[tuple[str, Path]], records: Sequence[Any],
-                     shuffled: Mapping[str, Any], phases: Phases, vae: str | Path | None = None) -> dict[str, Any]:
-    """:func:`~vexpress.demo.evaluate.evaluate_export` for every (label, export), decoded with ``vae`` (a folder;
-    default: each export's copy), in ``eval.workers`` processes at once (each with its share of ``threads``; console
-    output in ``<output_dir>/eval/<label>.log``)."""
-    out = Path(cfg.output_dir)
-    dirs = [out / "eval" / label.replace("/", "_") for label, _ in targets]
-    workers = min(int(cfg.eval.get("workers") or 1), len(targets))
-    if workers <= 1:
-        evals = {}
-        for i, (label, export) in enumerate(targets):
-            t = time.perf_counter()
-            evals[label] = evaluate_export(export, label, records, shuffled, cfg.eval, dirs[i], include_gt=i == 0,
-                                           vae=vae)
-            phases.seconds[f"evaluate/{label}"] = time.perf_counter() - t
-        return evals
-    threads = max(1, int(cfg.get("threads") or torch.get_num_threads()) // workers)
-    logs = [d.with_name(f"{d.name}.log") for d in dirs]
-    log.info("evaluating %d exports in %d processes (%d torch thread%s each); their output: %s/*.log",
-             len(targets), workers, threads, "" if threads == 1 else "s", out / "eval")
-    ecfg = OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True))  # workers have no Hydra context
-    jobs = [(Path(export), label, list(records), dict(shuffled), ecfg, dirs[i], i == 0, vae)
-            for i, (label, export) in enumerate(targets)]
-    results = run_in_processes(_timed_evaluation, jobs, logs, workers, threads,
-                               [f"evaluating {label}" for label, _ in targets])
-    evals = {}
-    for (label, _), (result, seconds) in zip(targets, results):
-        evals[label] = result
-        phases.seconds[f"evaluate/{label}"] = seconds
-    return evals
-
-
-def _timed_evaluation(*args: Any) -> tuple[dict[str, Any], float]:
+def timed_evaluation(*args: Any) -> tuple[dict[str, Any], float]:
+    """:func:`~vexpress.demo.evaluate.evaluate_export` and its seconds."""
     t = time.perf_counter()
     return evaluate_export(*args), time.perf_counter() - t
 
 
-def probe_batch(tcfg: Any, latent_dir: Path, clips: int, frames: int) -> dict:
+def probe_batch(data_cfg: Any, latent_dir: Path, clips: int, frames: int) -> dict:
     """A fixed held-out batch (posterior means, no flip) for the influence probe."""
     from hydra.utils import instantiate
 
-    dm = instantiate(tcfg.data, num_frames=frames, batch_size=clips, latent_cache=str(latent_dir),
+    dm = instantiate(data_cfg, num_frames=frames, batch_size=clips, latent_cache=str(latent_dir),
                      sample_latents=False, num_workers=0, persistent_workers=False)
     dm.setup("validate")
     ds = dm.val_dataset if dm.val_dataset is not None else dm.train_dataset
     return torch.utils.data.default_collate([ds[i] for i in range(min(clips, len(ds)))])
 
 
-def probe_exports(cfg: Any, tcfg: Any, latent_dir: Path, results: Mapping[str, list]) -> dict[str, list[dict]]:
+def probe_run(data_cfg: Mapping[str, Any], scheduler_cfg: Mapping[str, Any], probe_cfg: Mapping[str, Any],
+              latent_dir: Path, stages: Sequence[Mapping[str, Any]]) -> tuple[list[dict], float]:
+    """Condition influence of each stage export of one run on the fixed held-out batch (rows, seconds)."""
     from hydra.utils import instantiate
 
     from vexpress.models.weights import load_export
     from vexpress.training.noise import DiffusionTargets
     from vexpress.training.probe import influence_on_batch
 
-    batch = probe_batch(tcfg, latent_dir, int(cfg.probe.clips), int(cfg.probe.frames))
-    targets = DiffusionTargets(instantiate(tcfg.noise_scheduler))
-    out: dict[str, list[dict]] = {}
-    for run, stages in results.items():
-        rows = []
-        for r in stages:
-            net = load_export(r["export"], load_vae=False).net
-            vals = influence_on_batch(net, targets, batch["target_latents"], ref_latents=batch["reference_latents"],
-                                      audio_windows=batch["audio_windows"], kps_images=batch["kps_images"],
-                                      lip_masks=batch["lip_masks"], timesteps=list(cfg.probe.timesteps),
-                                      seed=int(cfg.probe.seed))
-            rows.append({"stage": r["stage"], "index": r["index"], **vals})
-        out[run] = rows
-    return out
+    t = time.perf_counter()
+    pcfg = OmegaConf.create(dict(probe_cfg))
+    batch = probe_batch(OmegaConf.create(dict(data_cfg)), latent_dir, int(pcfg.clips), int(pcfg.frames))
+    targets = DiffusionTargets(instantiate(OmegaConf.create(dict(scheduler_cfg))))
+    rows = []
+    for r in stages:
+        net = load_export(r["export"], load_vae=False).net
+        vals = influence_on_batch(net, targets, batch["target_latents"], ref_latents=batch["reference_latents"],
+                                  audio_windows=batch["audio_windows"], kps_images=batch["kps_images"],
+                                  lip_masks=batch["lip_masks"], timesteps=list(pcfg.timesteps), seed=int(pcfg.seed))
+        rows.append({"stage": r["stage"], "index": r["index"], **vals})
+    return rows, time.perf_counter() - t
+
+
+def demo_jobs(cfg: Any, tcfg: Any, latent_dir: Path, records: Sequence[Any], shuffled: Mapping[str, Any],
+              vae: str | Path | None, here: bool) -> list[Job]:
+    """The demo's work as :class:`~vexpress.demo.workers.Job` s, in priority order: every run's training (a run after
+    the one before it in its lane), then every evaluation (each after its run's training; the first one also scores
+    the ground truth), then the influence probe of every run's stages. ``here``: the jobs run in this process (no
+    config folder to compose in, no log files)."""
+    from vexpress.utils.paths import CONF_DIR
+
+    out = Path(cfg.output_dir)
+    overrides = {run: train_overrides(cfg, run, [f"data.latent_cache={latent_dir}"]) for run in cfg.runs}
+    share = bool(cfg.get("share_identical_stages", True))
+    runners = {run: CurriculumRunner(compose_train(ov), ov) for run, ov in overrides.items()}
+    stage_names = {run: list(r.curriculum.stages) for run, r in runners.items()}
+    lanes = training_lanes(runners) if share else [[run] for run in overrides]
+    before = {run: lane[i - 1] if i else None for lane in lanes for i, run in enumerate(lane)}
+    conf_dir = None if here else str(CONF_DIR)
+
+    def train_args(run: str):
+        prev = before[run]
+        return lambda done: (conf_dir, run, list(overrides[run]), done[f"train/{prev}"][2] if prev else
+                             ({} if share else None))
+
+    jobs = [Job(f"train/{run}", train_run, train_args(run), after=(f"train/{before[run]}",) if before[run] else (),
+                log=None if here else train_log(out, run)) for run in overrides]
+    ecfg = OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True))  # workers have no Hydra context
+    stages_of = set(cfg.eval.get("stages_of") or [])
+    first = True
+    for run in overrides:
+        for label, index in evaluation_labels(run, stage_names[run], run in stages_of):
+            folder = out / "eval" / label.replace("/", "_")
+
+            def eval_args(run=run, label=label, index=index, folder=folder, gt=first):
+                return lambda done: (Path(done[f"train/{run}"][0][index]["export"]), label, list(records),
+                                     dict(shuffled), ecfg, folder, gt, vae)
+
+            jobs.append(Job(f"evaluate/{label}", timed_evaluation, eval_args(), after=(f"train/{run}",),
+                            log=None if here else folder.with_name(f"{folder.name}.log")))
+            first = False
+    data_cfg = OmegaConf.to_container(tcfg.data, resolve=True)
+    scheduler_cfg = OmegaConf.to_container(tcfg.noise_scheduler, resolve=True)
+    probe_cfg = OmegaConf.to_container(cfg.probe, resolve=True)
+    for run in overrides:
+        def probe_args(run=run):
+            return lambda done: (data_cfg, scheduler_cfg, probe_cfg, latent_dir, done[f"train/{run}"][0])
+
+        jobs.append(Job(f"probe/{run}", probe_run, probe_args(), after=(f"train/{run}",),
+                        log=None if here else out / "runs" / f"probe_{run}.log"))
+    return jobs
+
+
+def train_and_evaluate(cfg: Any, tcfg: Any, latent_dir: Path, records: Sequence[Any], shuffled: Mapping[str, Any],
+                       vae: str | Path | None, phases: Phases) -> tuple[dict[str, list], dict[str, list], dict]:
+    """Run :func:`demo_jobs` in ``workers`` processes at once (each with its share of ``threads``; 1: in turn, in
+    this process): (run -> stage records, run -> probe rows, label -> evaluation). Each job's seconds go to
+    ``phases.seconds`` under its name (``train/<run>``, ``evaluate/<label>``, ``probe/<run>``)."""
+    workers = max(1, int(cfg.get("workers") or 1))
+    threads = max(1, int(cfg.get("threads") or torch.get_num_threads()) // workers)
+    here = workers <= 1
+    jobs = demo_jobs(cfg, tcfg, latent_dir, records, shuffled, vae, here)
+    if not here:
+        log.info("%d jobs (training, evaluation, probe) in %d processes (%d torch thread%s each), each as soon as "
+                 "its inputs are ready; their output: %s and %s", len(jobs), workers, threads,
+                 "" if threads == 1 else "s", Path(cfg.output_dir) / "runs" / "*.log",
+                 Path(cfg.output_dir) / "eval" / "*.log")
+
+    def done(job: Job, result: Any) -> None:
+        phases.seconds[job.name] = result[1]
+        log.info("%s finished in %.0f s (demo at %.0f s)", job.name, result[1], phases.total)
+
+    out = run_jobs(jobs, workers, threads, on_done=done)
+    results = {run: out[f"train/{run}"][0] for run in cfg.runs}
+    probes = {run: out[f"probe/{run}"][0] for run in cfg.runs}
+    evals = {job.name.split("/", 1)[1]: out[job.name][0] for job in jobs if job.name.startswith("evaluate/")}
+    return results, probes, evals
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,12 +265,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         vae, vae_info = foundation_vae(cfg.foundation)
     with phases("latents"):
         cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
-    with phases("train"):
-        results = train_runs(cfg, cache.path, phases)
-    with phases("probe"):
-        probes = probe_exports(cfg, tcfg, cache.path, results)
-    evals: dict[str, Any] = {}
-    with phases("evaluate"):
+    with phases("train_evaluate"):
         first = int(cfg.eval.get("first_clip", 0)) % max(1, len(held))
         records = (held[first:] + held[:first])[: int(cfg.eval.clips)]
         if len(records) < int(cfg.eval.clips):
@@ -270,7 +274,9 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
         # one VAE decodes every run and the floor: the foundation's (an export's copy is what it was trained with,
         # which a decoder fine-tune of the foundation improves without changing the latents)
-        evals = evaluate_targets(cfg, evaluation_targets(cfg, results), records, shuffled, phases, vae_info["dir"])
+        results, probes, evals = train_and_evaluate(cfg, tcfg, cache.path, records, shuffled, vae_info["dir"],
+                                                    phases)
+    with phases("vae_floor"):
         vae_floor = evaluate_vae_floor(vae, records, cfg.eval)
     video = None
     if cfg.sample_video.get("enabled", True):
