@@ -246,3 +246,40 @@ def test_a_run_adds_its_own_training_overrides_after_the_demos(tmp_path):
         assert ours[-2:] == ["seed=3", "curriculum.stage_overrides.joint.max_steps=5"]
         assert training_lanes({run: train_overrides(cfg, run) for run in cfg.runs}) == [
             ["recipe", "progressive_no_dropout"], ["joint_only"]]
+
+
+def test_a_run_is_evaluated_with_its_own_sampler_settings(tmp_path):
+    """``runs.<name>.eval`` replaces the demo's ``eval`` settings for that run's evaluation jobs only; settings that
+    fix what is scored (clips, frames, the shuffled pairing) stay common and are refused per run."""
+    from hydra import compose, initialize_config_dir
+
+    from vexpress.demo.run import demo_jobs, run_eval
+    from vexpress.errors import InputError
+    from vexpress.utils.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="demo", overrides=[
+            f"paths.root_dir={REPO_ROOT}", f"output_dir={tmp_path}", "eval.audio_attention_weight=2.0",
+            "+runs.joint_only.eval={audio_attention_weight:1.25,num_inference_steps:4}"])
+        tcfg = compose(config_name="train", overrides=["experiment=demo_recipe", f"paths.root_dir={REPO_ROOT}"])
+        jobs = {j.name: j for j in demo_jobs(cfg, tcfg, tmp_path / "latents", [], {}, None, here=True)}
+        done = {f"train/{run}": ([{"export": f"/x/{run}/{i}"} for i in range(3)], 0.0, None) for run in cfg.runs}
+        weights = {}
+        for run in cfg.runs:
+            export, label, _, _, ecfg, _, _, _ = jobs[f"evaluate/{run}"].arguments(done)
+            weights[run] = (float(ecfg.audio_attention_weight), int(ecfg.num_inference_steps))
+            assert label == run and str(export).startswith(f"/x/{run}/")
+            assert ecfg.clips == cfg.eval.clips and ecfg.first_clip == cfg.eval.first_clip
+        steps = int(cfg.eval.num_inference_steps)
+        assert weights == {"recipe": (2.0, steps), "progressive_no_dropout": (2.0, steps), "joint_only": (1.25, 4)}
+        for bad in ("clips:8", "frames:4", "shuffle_seed:1", "no_such_setting:1"):
+            cfg2 = compose(config_name="demo", overrides=[f"paths.root_dir={REPO_ROOT}", f"output_dir={tmp_path}",
+                                                          f"+runs.joint_only.eval={{{bad}}}"])
+            with pytest.raises(InputError, match="runs.joint_only.eval"):
+                run_eval(cfg2, "joint_only")
+    # the report says which runs were sampled with their own settings
+    from vexpress.demo.report import _protocol_sentence
+
+    text = _protocol_sentence({"protocol": {"clips": 24, "frames": 16, "clips_requested": 24},
+                               "run_eval": {"recipe": {}, "joint_only": {"audio_attention_weight": 1.5}}})
+    assert text.endswith("sampled with their own settings: joint_only (audio_attention_weight=1.5)")

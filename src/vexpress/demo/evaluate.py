@@ -136,14 +136,17 @@ def evaluation_labels(run: str, stages: Sequence[str], earlier: bool) -> list[tu
 # sample video
 # ---------------------------------------------------------------------------------------------------------------
 def sample_video(cfg: Any, results: Mapping[str, list], records: Sequence[Any], out: Path,
-                 vae: str | Path | None = None) -> Path:
+                 vae: str | Path | None = None, run_evals: Mapping[str, Any] | None = None) -> Path:
+    """Ground truth | each run of ``sample_video.runs``, side by side, with the clip's audio; each run sampled with
+    its own evaluation settings (``run_evals``: run -> settings; default ``cfg.eval``)."""
     scfg = cfg.sample_video
     rec = records[int(scfg.clip_index) % len(records)]
     n = min(int(round(float(scfg.seconds) * float(rec.fps))), rec.num_frames)
     panels = [rec.frames(range(n))]
     for run in scfg.runs:
         export = Path(results[run][-1]["export"])
-        panels.append(generate_clip(export_pipeline(export, cfg.eval, vae), rec, rec, n, cfg.eval)[:n])
+        ecfg = (run_evals or {}).get(run, cfg.eval)
+        panels.append(generate_clip(export_pipeline(export, ecfg, vae), rec, rec, n, ecfg)[:n])
     frames = np.concatenate(panels, axis=2)
     wave = rec.audio[: int(round(n / float(rec.fps) * 16000))].numpy()
     path = out / "sample.mp4"

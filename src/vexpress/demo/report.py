@@ -178,6 +178,10 @@ def _protocol_sentence(report: Mapping[str, Any]) -> str:
     text = f"{p.get('clips', 0)} held-out clips x {frames} frames evaluated per run"
     if p.get("clips_requested") is not None and p.get("clips") != p.get("clips_requested"):
         text += f" (eval.clips={p['clips_requested']} requested)"
+    own = {run: o for run, o in (report.get("run_eval") or {}).items() if o}
+    if own:
+        text += "; sampled with their own settings: " + "; ".join(
+            f"{run} ({', '.join(f'{k}={v}' for k, v in o.items())})" for run, o in own.items())
     return text
 
 

@@ -64,6 +64,10 @@ def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
         if extra is not None and (isinstance(extra, (str, Mapping)) or not all(isinstance(o, str) for o in extra)):
             raise InputError(f"runs.{run}.overrides must be a list of vexpress-train overrides (KEY=VALUE), "
                              f"got {extra!r}")
+        own_eval = spec.get("eval")
+        if own_eval is not None and not isinstance(own_eval, Mapping):
+            raise InputError(f"runs.{run}.eval must be a mapping of evaluation settings that replace the demo's "
+                             f"`eval` for this run (e.g. {{audio_attention_weight: 1.5}}), got {own_eval!r}")
         roles[str(run)] = str(spec["role"])
     recipes = [run for run, role in roles.items() if role == "recipe"]
     if len(recipes) != 1:
@@ -75,6 +79,33 @@ def run_roles(runs: Mapping[str, Any]) -> dict[str, str]:
 def run_own_overrides(spec: Mapping[str, Any]) -> list[str]:
     """A demo run's own ``vexpress-train`` overrides (``runs.<name>.overrides``; none when absent)."""
     return [str(o) for o in spec.get("overrides") or []]
+
+
+def run_own_eval(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A demo run's own evaluation settings (``runs.<name>.eval``; none when absent): they replace the demo's
+    ``eval`` for that run only, so each arm of a comparison can be sampled as suits it (e.g. its own audio
+    attention weight, chosen on the exploration clips). The clips and the scoring stay common."""
+    own = spec.get("eval")
+    if own is None:
+        return {}
+    return dict(OmegaConf.to_container(own, resolve=True) if OmegaConf.is_config(own) else own)
+
+
+def run_eval(cfg: Any, run: str) -> Any:
+    """The evaluation settings of one demo run: ``eval`` with ``runs.<run>.eval`` merged on top, resolved (job
+    processes have no Hydra context). Refuses an own setting that changes what is scored (clips, frames, the
+    shuffled-audio pairing): every run must be scored on the same material."""
+    own = run_own_eval(cfg.runs[run])
+    common = {"clips", "first_clip", "frames", "shuffle_seed", "frame_stride", "fit_pose"} & set(own)
+    if common:
+        raise InputError(f"runs.{run}.eval sets {', '.join(sorted(common))}: these fix what every run is scored on; "
+                         "set them in `eval`, for all runs")
+    unknown = set(own) - set(cfg.eval)
+    if unknown:
+        raise InputError(f"runs.{run}.eval has unknown settings {', '.join(sorted(unknown))}; the demo's `eval` "
+                         f"has: {', '.join(sorted(cfg.eval))}")
+    merged = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True)), own)
+    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
 
 
 def train_overrides(cfg: Any, run: str, extra: Sequence[str] = ()) -> list[str]:
@@ -192,14 +223,13 @@ def demo_jobs(cfg: Any, tcfg: Any, latent_dir: Path, records: Sequence[Any], shu
 
     jobs = [Job(f"train/{run}", train_run, train_args(run), after=(f"train/{before[run]}",) if before[run] else (),
                 log=None if here else train_log(out, run)) for run in overrides]
-    ecfg = OmegaConf.create(OmegaConf.to_container(cfg.eval, resolve=True))  # workers have no Hydra context
     stages_of = set(cfg.eval.get("stages_of") or [])
     first = True
     for run in overrides:
         for label, index in evaluation_labels(run, stage_names[run], run in stages_of):
             folder = out / "eval" / label.replace("/", "_")
 
-            def eval_args(run=run, label=label, index=index, folder=folder, gt=first):
+            def eval_args(run=run, label=label, index=index, folder=folder, gt=first, ecfg=run_eval(cfg, run)):
                 return lambda done: (Path(done[f"train/{run}"][0][index]["export"]), label, list(records),
                                      dict(shuffled), ecfg, folder, gt, vae)
 
@@ -281,7 +311,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     video = None
     if cfg.sample_video.get("enabled", True):
         with phases("sample_video"):
-            video = sample_video(cfg, results, held, out, vae_info["dir"])
+            video = sample_video(cfg, results, held, out, vae_info["dir"],
+                                 {run: run_eval(cfg, run) for run in cfg.sample_video.runs})
     g = goals(evals, roles, vae_floor)
     report = {
         "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),
@@ -294,6 +325,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         "protocol": scored_protocol(OmegaConf.to_container(cfg.eval, resolve=True), evals),
         "experiments": {run: str(spec.experiment) for run, spec in cfg.runs.items()},
         "run_overrides": {run: run_own_overrides(spec) for run, spec in cfg.runs.items()},
+        "run_eval": {run: run_own_eval(spec) for run, spec in cfg.runs.items()},
         "roles": roles,
         "sample_video": str(video) if video else None,
         "sample_video_runs": list(cfg.sample_video.runs),
