@@ -16,10 +16,8 @@ help: ## list targets
 
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing the pinned stack into $(VENV) (about 2 minutes on a fresh machine)"
-	@# --no-compile: byte-compiling every installed file took 37-79 s of a 139-172 s install (2 cores, 2026-12-06);
-	@# Python compiles what is imported on first use instead (+6 s for the demo's imports), once
-	@$(PY) -m pip install -q --no-compile --disable-pip-version-check -c requirements/constraints.txt -e ".[dev,app]" 2>&1 \
+	@echo "installing the pinned stack into $(VENV) (about 2-3 minutes on a fresh machine)"
+	@$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e ".[dev,app]" 2>&1 \
 		| { grep -v "^WARNING: Location 'file://" || true; }; test $${PIPESTATUS[0]} -eq 0
 	@touch $(STAMP)
 
