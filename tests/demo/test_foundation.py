@@ -21,9 +21,11 @@ from vexpress.models.weights import (
     FOUNDATION_AUDIO_ENCODER,
     FOUNDATION_FILES,
     add_foundation_audio_encoder,
+    foundation_networks_digest,
     init_from_foundation,
     load_foundation_vae,
     read_foundation_manifest,
+    replace_foundation_networks,
     replace_foundation_vae_decoder,
     save_foundation,
     vae_encoder_tensors,
@@ -126,6 +128,53 @@ def test_replacing_the_vae_decoder_keeps_the_rest_and_refuses_another_encoder(tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_replacing_the_networks_keeps_the_vae_and_audio_encoder_and_changes_the_digest(tmp_path):
+    from tests.helpers.tiny import random_demo_foundation
+
+    random_demo_foundation(tmp_path / "f")
+    kept = {p.relative_to(tmp_path / "f"): p.read_bytes() for p in (tmp_path / "f").rglob("*")
+            if p.is_file() and p.parent.name in ("vae", FOUNDATION_AUDIO_ENCODER)}
+    digest = foundation_networks_digest(tmp_path / "f")
+    assert foundation_networks_digest(tmp_path / "f") == digest
+    net = _demo_net(3)
+    replace_foundation_networks(tmp_path / "f", net, {"command": "again", "stage_config": {"name": "x"}})
+    for rel, data in kept.items():
+        assert (tmp_path / "f" / rel).read_bytes() == data, rel
+    manifest = read_foundation_manifest(tmp_path / "f")
+    assert manifest["command"] == "again" and manifest["audio_encoder"] == FOUNDATION_AUDIO_ENCODER
+    assert manifest["files"] == sorted(FOUNDATION_FILES)
+    loaded = _demo_net(0)
+    init_from_foundation(loaded, tmp_path / "f")
+    a, b = _two_d(net), _two_d(loaded)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k].half().float(), rtol=0, atol=0)
+    assert foundation_networks_digest(tmp_path / "f") != digest
+    with pytest.raises(ValueError, match="manifest's own keys"):
+        replace_foundation_networks(tmp_path / "f", net, {"files": []})
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_first_stage_key_follows_the_foundation_it_starts_from(tmp_path):
+    """A rebuilt foundation at the same path is another starting point: its stages are not reused."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers.tiny import random_demo_foundation
+    from vexpress.training.runner import stage_key
+
+    random_demo_foundation(tmp_path / "f")
+    cfg = OmegaConf.create({"stage": {"name": "image", "init_from": str(tmp_path / "f")}, "seed": 0})
+    first = stage_key(cfg)
+    assert stage_key(cfg) == first
+    replace_foundation_networks(tmp_path / "f", _demo_net(5), {})
+    assert stage_key(cfg) != first
+    # a chained stage counts its previous stage's key, not the folder; an export folder counts as before
+    chained = OmegaConf.create({"stage": {"name": "joint", "init_from": str(tmp_path / "f")}, "seed": 0})
+    assert stage_key(chained, previous="abc") == stage_key(
+        OmegaConf.create({"stage": {"name": "joint", "init_from": "elsewhere"}, "seed": 0}), previous="abc")
+    plain = OmegaConf.create({"stage": {"name": "image", "init_from": str(tmp_path)}, "seed": 0})
+    assert stage_key(plain) != stage_key(cfg)
+
+
 @pytest.mark.skipif(not (SHIPPED / "foundation.json").is_file(), reason="no shipped foundation in this checkout")
 def test_shipped_foundation_loads_strictly_into_the_demo_model():
     manifest = read_foundation_manifest(SHIPPED)
@@ -179,3 +228,22 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
     for k, v in vae_encoder_tensors(load_foundation_vae(tmp_path / "weights")).items():
         assert torch.equal(v, encoder[k]), k
     assert kept == {p: p.read_bytes() for p in (tmp_path / "weights").glob("*.safetensors")}
+
+    # only=networks with captions (the shipped recipe's cross-attention pretraining): the networks again, in place;
+    # the VAE and the audio encoder stay
+    kept = {p: p.read_bytes() for p in (tmp_path / "weights").rglob("*") if p.is_file()
+            and p.parent.name in ("vae", FOUNDATION_AUDIO_ENCODER)}
+    digest = foundation_networks_digest(tmp_path / "weights")
+    captions = ["stage=image_captioned", "+data.captions=true",
+                "+model.caption_encoder={_target_:vexpress.models.caption.CaptionEncoder,attributes:3,dim:64}"]
+    captioned = ",".join(f'"{o}"' for o in [*overrides, *captions, "stage.max_steps=2"])
+    proc = subprocess.run([*cmd[:-5], f"train_overrides=[{captioned}]", "threads=1", "only=networks"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = json.loads((tmp_path / "weights" / "foundation.json").read_text())
+    assert manifest["stages"][0] == {"stage": "image_captioned", "global_step": 2, "skipped": False}
+    assert manifest["caption_encoder"]["attributes"] == 3 and manifest["vae_decoder_fit"]["steps"] == 2
+    assert foundation_networks_digest(tmp_path / "weights") != digest
+    assert kept == {p: p.read_bytes() for p in (tmp_path / "weights").rglob("*") if p.is_file()
+                    and p.parent.name in ("vae", FOUNDATION_AUDIO_ENCODER)}
+    init_from_foundation(_demo_net(), tmp_path / "weights")

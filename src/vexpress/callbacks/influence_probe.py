@@ -17,7 +17,7 @@ from vexpress.callbacks.ema import ema_context
 from vexpress.training.probe import influence_on_batch
 
 _KEYS = ("target_latents", "target_images", "reference_latents", "reference_image", "kps_images", "audio_windows",
-         "lip_masks")
+         "lip_masks", "caption")
 
 
 class InfluenceProbe(pl.Callback):
@@ -50,7 +50,8 @@ class InfluenceProbe(pl.Callback):
         x = pl_module.prepare(batch, None, sample=False)
         return influence_on_batch(pl_module.net, pl_module.targets, x["latents"], ref_latents=x["ref_latents"],
                                   audio_windows=x["audio_windows"], kps_images=x["kps_images"],
-                                  lip_masks=x["lip_masks"], timesteps=self.timesteps, seed=self.seed)
+                                  lip_masks=x["lip_masks"], timesteps=self.timesteps, seed=self.seed,
+                                  audio_tokens=x.get("audio_tokens"))
 
     def _probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.batch is None or not trainer.is_global_zero:

@@ -19,6 +19,7 @@ reference_index     (B,) int64                      frame number of the referenc
 flipped             (B,) bool                       horizontal flip applied
 reference_latents   (B, 4, h, w)         float      with a latent cache: VAE latents x scaling factor
 target_latents      (B, 4, F, h, w)      float      (then the two image keys are absent unless asked for)
+caption             (B, F, 3)            [0, 1]     with ``captions``: each frame's caption (vexpress.data.captions)
 ==================  ===================  =========  ============================================================
 """
 
@@ -43,6 +44,7 @@ class VideoBatch(TypedDict, total=False):
     flipped: torch.Tensor
     reference_latents: torch.Tensor
     target_latents: torch.Tensor
+    caption: torch.Tensor
 
 
 #: Keys every batch has.

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vexpress.audio.windows import audio_windows
+from vexpress.data.captions import frame_captions
 from vexpress.data.video import read_all_frames
 from vexpress.errors import InputError
 from vexpress.kps.draw import flip_kps_image_channels
@@ -132,13 +133,15 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         max_open_videos: readers kept open per worker.
         kps_canvas: V-Kps drawing canvas (:mod:`vexpress.kps.render`): None = draw at the output size, as the
             generation pipeline does (official at 512); 512 = official proportions at any size.
+        captions: also return ``caption`` (F, 3), the frames' captions (:func:`vexpress.data.captions.frame_captions`;
+            synthetic records only).
     """
 
     def __init__(self, records: Sequence[Any], num_frames: int, image_size: int = 64, sample_rate: int = 1,
                  reference_margin: int = 30, flip_prob: float = 0.5, latent_downscale: int = 8, num_pad: int = 2,
                  crop: str = "center", lip_scale: float = 2.0, samples_per_clip: int = 1, seed: int = 0,
                  latent_cache: Any = None, return_images: bool = False, max_open_videos: int = 16,
-                 kps_canvas: int | None = None):
+                 kps_canvas: int | None = None, captions: bool = False):
         if not records:
             raise InputError("the dataset has no clips; check the data root and split (vexpress-preprocess writes "
                              "them, vexpress-synth makes the synthetic set)")
@@ -162,6 +165,7 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         self.return_images = bool(return_images)
         self.max_open_videos = int(max_open_videos)
         self.kps_canvas = int(kps_canvas) if kps_canvas else None
+        self.captions = bool(captions)
         self._readers: OrderedDict = OrderedDict()
         self._valid_cache: dict[int, np.ndarray] = {}
         span = (self.num_frames - 1) * self.sample_rate + 1
@@ -298,6 +302,8 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             self.latent_cache.has_audio else rec.audio_features
         windows = audio_windows(feats.float(), rec.num_frames, self.num_pad)
         sample["audio_windows"] = windows[torch.from_numpy(ids)].contiguous()
+        if self.captions:
+            sample["caption"] = torch.from_numpy(frame_captions(rec, ids))
         return sample
 
 

@@ -21,7 +21,8 @@ on what is new. The synthetic world's equivalent is made here, once, and shipped
 ``only=audio_encoder`` fits the audio encoder alone and adds it to the existing foundation, leaving the rest as it
 is (:func:`vexpress.models.weights.add_foundation_audio_encoder`); ``only=vae_decoder`` fine-tunes the existing
 foundation's VAE decoder and puts it in place (:func:`vexpress.models.weights.replace_foundation_vae_decoder`, which
-refuses a VAE whose encoder changed).
+refuses a VAE whose encoder changed); ``only=networks`` pretrains the networks again (phases 3 and 5) on the
+existing foundation's VAE and replaces them (:func:`vexpress.models.weights.replace_foundation_networks`).
 """
 
 from __future__ import annotations
@@ -207,21 +208,97 @@ def add_audio_encoder(cfg: Any) -> dict[str, Any]:
     return record
 
 
+def pretrain_networks(cfg: Any, work: Path, root: Path, all_records: Sequence[Any], vae: Any,
+                      vae_info: Mapping[str, Any], vae_dir: Path, phases: Any) -> tuple[Any, dict[str, Any]]:
+    """The ``latents`` and ``train`` phases: the experiment's image stage on the latents of ``vae`` through the same
+    curriculum loop as ``vexpress-train``. Returns the trained network and what the manifest says of its training."""
+    import torch
+    from hydra import compose
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from vexpress.data.records import load_manifest
+    from vexpress.demo.prepare import ensure_latents
+    from vexpress.models.weights import load_export
+    from vexpress.training.runner import CurriculumRunner
+
+    base = train_overrides(cfg, work, [f"model.vae.path={vae_dir}"])
+    tcfg = compose(config_name="train", overrides=base)
+    with phases("latents"):
+        cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
+    with phases("train"):
+        overrides = [*base, f"data.latent_cache={cache.path}"]
+        tcfg = compose(config_name="train", overrides=overrides)
+        results = CurriculumRunner(tcfg, overrides).run()
+    curriculum = instantiate(tcfg.curriculum, _convert_="all")
+    last = len(curriculum.stages) - 1
+    export = curriculum.export_dir(Path(tcfg.paths.output_dir), last)
+    curve = loss_curve(Path(tcfg.paths.output_dir) / "csv" / curriculum.stage_id(last) / "metrics.csv")
+    info = {
+        "experiment": str(cfg.experiment),
+        "train_overrides": list(cfg.get("train_overrides") or []),
+        "data": {"root": root.name, "train_clips": len(load_manifest(root, split=tcfg.data.train_split)),
+                 "clips": len(all_records), "synthetic": dict(tcfg.data.synthetic)},
+        "stages": [{"stage": r.get("stage"), "global_step": r.get("global_step"), "skipped": r.get("skipped", False)}
+                   for r in results],
+        "stage_config": {k: tcfg.stage[k] for k in ("name", "max_steps", "batch_size", "lr")},
+        "caption_encoder": OmegaConf.to_container(tcfg.model.get("caption_encoder")) if tcfg.model.get(
+            "caption_encoder") else None,
+        "loss_curve": curve,
+        "loss_first_last_100": _ends(curve),
+        "threads": torch.get_num_threads(),
+    }
+    return load_export(export, load_vae=False).net, info
+
+
+def retrain_networks(cfg: Any) -> dict[str, Any]:
+    """``only=networks``: pretrain the networks again on the latents of the existing foundation's VAE
+    (``cfg.output_dir``) and put them in place; the VAE, the audio encoder and their records stay."""
+    from hydra import compose
+
+    from vexpress.data.records import load_manifest
+    from vexpress.demo.phases import Phases
+    from vexpress.demo.prepare import ensure_data, foundation_vae
+    from vexpress.models.weights import foundation_vae_dir, read_foundation_manifest, replace_foundation_networks
+
+    commit = git_commit()
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    phases = Phases()
+    tcfg = compose(config_name="train", overrides=train_overrides(cfg, work))
+    with phases("data"):
+        root = ensure_data(tcfg.data)
+        all_records = load_manifest(root)
+    vae, vae_info = foundation_vae(cfg.output_dir)
+    net, info = pretrain_networks(cfg, work, root, all_records, vae, vae_info, foundation_vae_dir(cfg.output_dir),
+                                  phases)
+    # wall time: the VAE's and audio encoder's phases as first run, this run's latents and training
+    seconds = {k: v for k, v in read_foundation_manifest(cfg.output_dir).get("seconds", {}).items() if k != "total"}
+    seconds.update(phases.seconds)
+    info = {**info, "command": "vexpress-foundation " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "commit": commit, "seconds": {**seconds, "total": sum(seconds.values())},
+            "networks_seconds": {**phases.seconds, "total": phases.total}}
+    with phases("ship"):
+        sizes = replace_foundation_networks(cfg.output_dir, net, info, motion=bool(cfg.get("motion", False)))
+    write_curve_plot(work / "loss_curve.png", info["loss_curve"])
+    print(f"[foundation] {cfg.output_dir}: networks replaced ({sum(sizes.values()) / 2**20:.2f} MB) in "
+          f"{phases.total:.0f} s", flush=True)
+    return {**info, "sizes": sizes}
+
+
 #: what ``only=`` can run alone, each adding to (or replacing one part of) an existing foundation
-ONLY_PHASES = {"audio_encoder": add_audio_encoder, "vae_decoder": refit_vae_decoder}
+ONLY_PHASES = {"audio_encoder": add_audio_encoder, "vae_decoder": refit_vae_decoder, "networks": retrain_networks}
 
 
 def run_foundation(cfg: Any) -> dict[str, Any]:
     """Pretrain and ship the foundation described by ``cfg`` (``conf/foundation.yaml``); returns its manifest."""
     import torch
     from hydra import compose
-    from hydra.utils import instantiate
 
     from vexpress.data.records import load_manifest
     from vexpress.demo.phases import Phases
-    from vexpress.demo.prepare import ensure_data, ensure_latents, fit_vae
-    from vexpress.models.weights import load_export, save_foundation
-    from vexpress.training.runner import CurriculumRunner
+    from vexpress.demo.prepare import ensure_data, fit_vae
+    from vexpress.models.weights import save_foundation
 
     torch.set_num_threads(max(1, int(cfg.get("threads") or torch.get_num_threads())))
     if cfg.get("only"):
@@ -235,10 +312,7 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
     phases = Phases()
     commit = git_commit()  # the code that runs, before anything can change the checkout
 
-    def compose_train(overrides: Sequence[str]):
-        return compose(config_name="train", overrides=list(overrides))
-
-    tcfg = compose_train(train_overrides(cfg, work))
+    tcfg = compose(config_name="train", overrides=train_overrides(cfg, work))
     with phases("data"):
         root = ensure_data(tcfg.data)
         train_records = load_manifest(root, split=tcfg.data.train_split)
@@ -250,36 +324,18 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
         with phases("vae_decoder"):  # the latents below do not change: only the decoder trains
             decoder_fit = fit_vae_decoder(cfg.vae_decoder, vae, train_records,
                                           load_manifest(root, split=tcfg.data.val_split), float(cfg.vae.mouth_weight))
-    with phases("latents"):
-        cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
     with phases("audio_encoder"):
         encoder_fit = fit_audio_encoder(cfg.audio_encoder, tcfg.data.synthetic, work / "audio_encoder")
-    with phases("train"):
-        overrides = train_overrides(cfg, work, [f"data.latent_cache={cache.path}"])
-        tcfg = compose_train(overrides)
-        results = CurriculumRunner(tcfg, overrides).run()
-    curriculum = instantiate(tcfg.curriculum, _convert_="all")
-    last = len(curriculum.stages) - 1
-    export = curriculum.export_dir(Path(tcfg.paths.output_dir), last)
-    curve = loss_curve(Path(tcfg.paths.output_dir) / "csv" / curriculum.stage_id(last) / "metrics.csv")
+    net, trained = pretrain_networks(cfg, work, root, all_records, vae, vae_info, work / "vae", phases)
     info = {
         "command": "vexpress-foundation " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "commit": commit,
-        "experiment": str(cfg.experiment),
-        "data": {"root": root.name, "train_clips": len(train_records), "clips": len(all_records),
-                 "synthetic": dict(tcfg.data.synthetic)},
+        **trained,
         "vae_fit": {k: v for k, v in vae_info.items() if k != "key"},
-        "stages": [{"stage": r.get("stage"), "global_step": r.get("global_step"), "skipped": r.get("skipped", False)}
-                   for r in results],
-        "stage_config": {k: tcfg.stage[k] for k in ("max_steps", "batch_size", "lr")},
-        "loss_curve": curve,
-        "loss_first_last_100": _ends(curve),
         "audio_encoder_fit": encoder_fit,
         **({"vae_decoder_fit": decoder_fit} if decoder_fit else {}),
-        "threads": torch.get_num_threads(),
     }
     with phases("ship"):
-        net = load_export(export, load_vae=False).net
         info["seconds"] = {**phases.seconds, "total": phases.total}
         sizes = save_foundation(out, net, vae, info, motion=bool(cfg.get("motion", False)),
                                 audio_encoder=work / "audio_encoder")
@@ -287,7 +343,7 @@ def run_foundation(cfg: Any) -> dict[str, Any]:
     if total > MAX_BYTES:
         log.warning("the foundation takes %.1f MB, over the %.0f MB the repository allows", total / 2**20,
                     MAX_BYTES / 2**20)
-    write_curve_plot(work / "loss_curve.png", curve)
+    write_curve_plot(work / "loss_curve.png", info["loss_curve"])
     print(f"[foundation] {out}: {total / 2**20:.2f} MB ({', '.join(f'{k} {v / 2**20:.2f}' for k, v in sizes.items())})"
           f" in {phases.total:.0f} s", flush=True)
     return {**info, "sizes": sizes}

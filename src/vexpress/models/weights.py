@@ -426,6 +426,29 @@ def read_foundation_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _save_foundation_networks(folder: Path, net: torch.nn.Module, dtype: torch.dtype, motion: bool) -> dict[str, int]:
+    """Write the networks of a foundation (the 2D part of ``net``, its motion modules when ``motion``) into
+    ``folder`` as ``dtype`` safetensors in the official layout; returns the size in bytes of each file."""
+    dicts = official_state_dicts(net)
+    parts = {
+        "reference_net": dicts["reference_net"],
+        "denoising_unet": {k: v for k, v in dicts["denoising_unet"].items() if "motion_module" not in k},
+        "v_kps_guider": dicts["v_kps_guider"],
+    }
+    if motion:
+        parts["motion_module"] = dicts["motion_module"]
+    sizes = {}
+    for name, tensors in parts.items():
+        path = folder / f"{name}.safetensors"
+        save_tensors(path, {k: v.to(dtype) for k, v in tensors.items()})
+        sizes[path.name] = path.stat().st_size
+    return sizes
+
+
+def _network_files(sizes: Mapping[str, int]) -> list[str]:
+    return sorted(name[: -len(".safetensors")] for name in sizes if name.endswith(".safetensors"))
+
+
 def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any, info: Mapping[str, Any],
                     dtype: torch.dtype = torch.float16, motion: bool = False,
                     audio_encoder: str | os.PathLike | None = None) -> dict[str, int]:
@@ -433,33 +456,57 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
     ``dtype`` safetensors in the official layout, the VAE under ``vae/``, a copy of the ``audio_encoder`` folder
     (:mod:`vexpress.audio.phonetic`) under ``audio_encoder/`` when given, and ``foundation.json`` (``info`` plus the
     network config). Returns the size in bytes of each file."""
+    reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
+    if reserved:
+        raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
     with atomic_dir(directory) as tmp:  # 0755: a folder meant for a repository
-        dicts = official_state_dicts(net)
-        parts = {
-            "reference_net": dicts["reference_net"],
-            "denoising_unet": {k: v for k, v in dicts["denoising_unet"].items() if "motion_module" not in k},
-            "v_kps_guider": dicts["v_kps_guider"],
-        }
-        if motion:
-            parts["motion_module"] = dicts["motion_module"]
-        sizes = {}
-        for name, tensors in parts.items():
-            path = tmp / f"{name}.safetensors"
-            save_tensors(path, {k: v.to(dtype) for k, v in tensors.items()})
-            sizes[path.name] = path.stat().st_size
+        sizes = _save_foundation_networks(tmp, net, dtype, motion)
+        files = _network_files(sizes)
         sizes["vae"] = _save_vae_as(vae, tmp / "vae", dtype)
         if audio_encoder is not None:
             shutil.copytree(audio_encoder, tmp / FOUNDATION_AUDIO_ENCODER)
             sizes[FOUNDATION_AUDIO_ENCODER] = sum(p.stat().st_size for p in (tmp / FOUNDATION_AUDIO_ENCODER).iterdir())
-        reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
-        if reserved:
-            raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
         manifest = {"format": FOUNDATION_FORMAT, "version": 1, "network": net.config.to_dict(), "vae": "vae",
-                    "files": sorted(parts), "dtype": str(dtype).replace("torch.", ""),
+                    "files": files, "dtype": str(dtype).replace("torch.", ""),
                     **({"audio_encoder": FOUNDATION_AUDIO_ENCODER} if audio_encoder is not None else {}),
                     **dict(info)}
         (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return sizes
+
+
+def replace_foundation_networks(directory: str | os.PathLike, net: torch.nn.Module, info: Mapping[str, Any],
+                                motion: bool = False) -> dict[str, int]:
+    """Replace the networks of an existing foundation folder (``vexpress-foundation only=networks``), atomically:
+    the VAE, the audio encoder and their records stay; ``info`` (how the networks were made) updates the manifest,
+    as do the network config and the list of files. The networks are written in the folder's own dtype."""
+    directory = Path(directory)
+    manifest = read_foundation_manifest(directory)
+    reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
+    if reserved:
+        raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
+    dtype = getattr(torch, str(manifest.get("dtype", "float16")))
+    with atomic_dir(directory) as tmp:
+        shutil.copytree(directory, tmp, dirs_exist_ok=True)
+        for name in manifest.get("files", FOUNDATION_FILES):
+            (tmp / f"{name}.safetensors").unlink(missing_ok=True)
+        sizes = _save_foundation_networks(tmp, net, dtype, motion)
+        manifest = {**manifest, **dict(info), "network": net.config.to_dict(), "files": _network_files(sizes)}
+        (tmp / FOUNDATION_MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return sizes
+
+
+def foundation_networks_digest(directory: str | os.PathLike) -> str:
+    """A digest of a foundation's network files (not its VAE decoder or records): what a stage that starts from
+    it learns from, so a rebuilt foundation at the same path is another starting point (stage keys)."""
+    directory = Path(directory)
+    manifest = read_foundation_manifest(directory)
+    h = hashlib.sha1()
+    for name in sorted(manifest.get("files", FOUNDATION_FILES)):
+        h.update(name.encode())
+        with open(directory / f"{name}.safetensors", "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def add_foundation_audio_encoder(directory: str | os.PathLike, audio_encoder: str | os.PathLike,

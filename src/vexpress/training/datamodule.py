@@ -47,6 +47,8 @@ class TalkingFaceDataModule(L.LightningDataModule):
             interpolates this key).
         audio_encoder_info: description of the audio encoder (name/dim/rate), recorded in exports; checked when given.
         workers_for_synthesis: processes used to generate the synthetic set.
+        captions: add each frame's caption (``caption``, :mod:`vexpress.data.captions`; synthetic data only), which
+            a model with a caption encoder feeds to its cross-attention instead of the audio (the foundation).
     """
 
     def __init__(self, root: str | None = None, synthetic: Mapping[str, Any] | None = None,
@@ -58,7 +60,8 @@ class TalkingFaceDataModule(L.LightningDataModule):
                  num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
                  prefetch_factor: int | None = None, drop_last: bool = True, seed: int = 0,
                  latent_cache: str | None = None, sample_latents: bool = True, audio_dim: int | None = None,
-                 audio_encoder_info: Mapping[str, Any] | None = None, workers_for_synthesis: int = 2):
+                 audio_encoder_info: Mapping[str, Any] | None = None, workers_for_synthesis: int = 2,
+                 captions: bool = False):
         super().__init__()
         if (root is None) == (synthetic is None):
             raise InputError("give the data module exactly one of root=<dataset folder> or synthetic={...}")
@@ -70,7 +73,7 @@ class TalkingFaceDataModule(L.LightningDataModule):
         self.dataset_kwargs = dict(image_size=int(image_size), sample_rate=int(sample_rate),
                                    reference_margin=int(reference_margin), latent_downscale=int(latent_downscale),
                                    num_pad=int(num_pad), crop=crop, lip_scale=float(lip_scale),
-                                   kps_canvas=kps_canvas)
+                                   kps_canvas=kps_canvas, captions=bool(captions))
         self.flip_prob = float(flip_prob)
         self.train_split, self.val_split = train_split, val_split
         self.samples_per_clip = int(samples_per_clip)

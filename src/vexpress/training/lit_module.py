@@ -48,6 +48,9 @@ class VExpressLitModule(pl.LightningModule):
         mean (official inference).
     seed: seed of the training random stream (noise, timesteps, VAE samples).
     compile_denoiser: ``torch.compile`` the denoising UNet on CUDA (ignored on CPU).
+    caption_encoder: frozen :class:`~vexpress.models.caption.CaptionEncoder`; with it, the cross-attention
+        (``attn2``) hears each batch's ``caption`` instead of its audio, as SD1.5's hears text (the embedded
+        foundation's pretraining; ``data.captions=true``).
     """
 
     def __init__(
@@ -64,10 +67,12 @@ class VExpressLitModule(pl.LightningModule):
         sample_reference_latent: bool = True,
         seed: int = 0,
         compile_denoiser: bool = False,
+        caption_encoder: torch.nn.Module | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(
-            ignore=["net", "noise_scheduler", "optimizer", "lr_scheduler", "vae", "audio_encoder"], logger=False
+            ignore=["net", "noise_scheduler", "optimizer", "lr_scheduler", "vae", "audio_encoder", "caption_encoder"],
+            logger=False
         )
         self.net = net
         self.noise_scheduler = noise_scheduler
@@ -90,6 +95,13 @@ class VExpressLitModule(pl.LightningModule):
         self.seed = int(seed)
         self.compile_denoiser = bool(compile_denoiser)
         self.train_draws = 0  # counter of the training random stream (saved in checkpoints)
+        self.caption_encoder = caption_encoder
+        if caption_encoder is not None:
+            width = int(net.config.unet["cross_attention_dim"])
+            if int(caption_encoder.dim) != width:
+                raise InputError(f"the caption encoder makes {caption_encoder.dim}-d tokens but the denoiser's "
+                                 f"cross-attention takes {width}-d; set its dim to {width}")
+            caption_encoder.requires_grad_(False).eval()
         self._check_scaling()
 
     # --- helpers ----------------------------------------------------------------------------------------------
@@ -186,11 +198,22 @@ class VExpressLitModule(pl.LightningModule):
             raise InputError("batch has neither reference_latents nor reference_image (see vexpress.data.batch)")
         if latents.ndim != 5:
             raise ShapeError(f"target latents must be (B, 4, F, h, w), got {tuple(latents.shape)}")
+        audio_tokens = None
+        if self.caption_encoder is not None:
+            if "caption" not in batch:
+                raise InputError("the model has a caption encoder but the batch has no captions; set "
+                                 "data.captions=true (synthetic data) or model.caption_encoder=null")
+            caption = batch["caption"].to(latents.device)
+            if caption.shape[:2] != (latents.shape[0], latents.shape[2]):
+                raise ShapeError(f"captions {tuple(caption.shape)} must be (B, F, attributes) to match the latents "
+                                 f"{tuple(latents.shape)}")
+            audio_tokens = self.caption_encoder.to(latents.device)(caption)
         return {
             "latents": latents,
             "ref_latents": ref,
             "kps_images": batch["kps_images"],
             "audio_windows": batch["audio_windows"],
+            "audio_tokens": audio_tokens,
             "lip_masks": batch.get("lip_masks"),
         }
 
@@ -213,7 +236,7 @@ class VExpressLitModule(pl.LightningModule):
         if drop is None:
             drop = DropMask.none(b, latents.device)
         pred = self.net(noisy, t, ref_latents=x["ref_latents"], audio_windows=x["audio_windows"],
-                        kps_images=x["kps_images"], drop=drop.to(latents.device))
+                        audio_tokens=x["audio_tokens"], kps_images=x["kps_images"], drop=drop.to(latents.device))
         return diffusion_loss(pred, target, self.targets.snr(t), snr_gamma=self.snr_gamma,
                               v_prediction=self.targets.v_prediction, lip_masks=x["lip_masks"],
                               lip_loss_weight=self.lip_loss_weight)

@@ -29,14 +29,17 @@ def condition_influence(
     audio_windows: torch.Tensor,
     kps_images: torch.Tensor,
     lip_masks: torch.Tensor | None = None,
+    audio_tokens: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Relative change of the prediction when each condition alone is dropped (see the module docstring)."""
+    """Relative change of the prediction when each condition alone is dropped (see the module docstring).
+    ``audio_tokens``, when given, are what the cross-attention hears instead of the projected audio windows (a
+    captioned model's caption tokens)."""
     from vexpress.models.conditioning import DropMask
 
     b = noisy.shape[0]
     dev = noisy.device
     none = DropMask.none(b, dev)
-    kw = dict(ref_latents=ref_latents, audio_windows=audio_windows, kps_images=kps_images)
+    kw = dict(ref_latents=ref_latents, audio_windows=audio_windows, kps_images=kps_images, audio_tokens=audio_tokens)
     full = net(noisy, timesteps, drop=none, **kw).float()
     scale = full.pow(2).mean().sqrt().clamp_min(1e-12)
     out: dict[str, float] = {}
@@ -72,6 +75,7 @@ def influence_on_batch(
     lip_masks: torch.Tensor | None = None,
     timesteps: Sequence[int] = (250, 500, 750),
     seed: int = 1234,
+    audio_tokens: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """:func:`condition_influence` averaged over ``timesteps``, with noise fixed by ``(seed, t)``.
 
@@ -86,5 +90,5 @@ def influence_on_batch(
         tt = torch.full((latents.shape[0],), int(t), dtype=torch.long, device=latents.device)
         noisy = targets.add_noise(latents, noise, tt)
         results.append(condition_influence(net, noisy, tt, ref_latents=ref_latents, audio_windows=audio_windows,
-                                           kps_images=kps_images, lip_masks=lip_masks))
+                                           kps_images=kps_images, lip_masks=lip_masks, audio_tokens=audio_tokens))
     return summarise(results)

@@ -40,6 +40,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vexpress.errors import InputError
+from vexpress.models.weights import foundation_networks_digest, is_foundation
 from vexpress.training.checkpoints import resume_checkpoint
 from vexpress.training.curriculum import Curriculum
 from vexpress.utils.io import write_json
@@ -88,6 +89,11 @@ def stage_key(scfg: DictConfig, previous: str = "") -> str:
         # a chained stage starts from the previous export: its key (content) counts, not the folder it lives in
         part["stage"] = {k: v for k, v in part["stage"].items() if k != "init_from"}
     part["previous_stage"] = previous
+    init_from = (c.get("stage") or {}).get("init_from") if not previous else None
+    if init_from and is_foundation(str(init_from)):
+        # a first stage that starts from a foundation: its networks count, not only the folder's name (a rebuilt
+        # foundation at the same path is another starting point); absent otherwise, so other keys are as before
+        part["foundation"] = foundation_networks_digest(str(init_from))
     callbacks = c.get("callbacks") or {}
     ema = callbacks.get("ema")
     if ema and (callbacks.get("stage_export") or {}).get("use_ema", True):
