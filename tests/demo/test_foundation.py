@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -171,6 +172,9 @@ def test_a_first_stage_key_follows_the_foundation_it_starts_from(tmp_path):
     chained = OmegaConf.create({"stage": {"name": "joint", "init_from": str(tmp_path / "f")}, "seed": 0})
     assert stage_key(chained, previous="abc") == stage_key(
         OmegaConf.create({"stage": {"name": "joint", "init_from": "elsewhere"}, "seed": 0}), previous="abc")
+    shutil.copytree(tmp_path / "f", tmp_path / "copy")  # the same foundation elsewhere: the same starting point
+    moved = OmegaConf.create({"stage": {"name": "image", "init_from": str(tmp_path / "copy")}, "seed": 0})
+    assert stage_key(moved) == stage_key(cfg)
     plain = OmegaConf.create({"stage": {"name": "image", "init_from": str(tmp_path)}, "seed": 0})
     assert stage_key(plain) != stage_key(cfg)
 

@@ -91,9 +91,10 @@ def stage_key(scfg: DictConfig, previous: str = "") -> str:
     part["previous_stage"] = previous
     init_from = (c.get("stage") or {}).get("init_from") if not previous else None
     if init_from and is_foundation(str(init_from)):
-        # a first stage that starts from a foundation: its networks count, not only the folder's name (a rebuilt
-        # foundation at the same path is another starting point); absent otherwise, so other keys are as before
+        # a first stage that starts from a foundation: its networks count, not the folder (a rebuilt foundation at
+        # the same path is another starting point, a copy elsewhere the same one); other keys are as before
         part["foundation"] = foundation_networks_digest(str(init_from))
+        part["stage"] = {k: v for k, v in part["stage"].items() if k != "init_from"}
     callbacks = c.get("callbacks") or {}
     ema = callbacks.get("ema")
     if ema and (callbacks.get("stage_export") or {}).get("use_ema", True):
