@@ -49,6 +49,10 @@ def test_a_captioned_step_trains_the_cross_attention_on_the_captions():
     apply_stage(m.net, _captioned_stage())
     attn2 = {n: p for n, p in m.net.named_parameters()
              if n.startswith("denoising_unet.") and ".attn2." in n and "attentions" in n}
+    # attn2 trains, but its output bias stays at zero: a dropped caption (zero tokens) leaves it exactly silent
+    bias = {n: p for n, p in attn2.items() if n.endswith("to_out.0.bias")}
+    assert bias and all(not p.requires_grad and not p.any() for p in bias.values())
+    attn2 = {n: p for n, p in attn2.items() if n not in bias}
     assert attn2 and all(p.requires_grad for p in attn2.values())
     b = fakes.batch(num_frames=1)
     b["caption"] = torch.rand(2, 1, 3, generator=torch.Generator().manual_seed(0))
@@ -64,6 +68,16 @@ def test_a_captioned_step_trains_the_cross_attention_on_the_captions():
     other = {**b, "caption": 1.0 - b["caption"]}
     g = generator_for(0, "train", 0, 1)
     assert not torch.equal(m.diffusion_step(b, g).loss, m.diffusion_step(other, generator_for(0, "train", 0, 1)).loss)
+    # zero tokens (a dropped caption) through the trained attn2 = attn2 silenced: nothing leaks from it
+    g = torch.Generator().manual_seed(1)
+    noisy, ref, t = torch.randn(2, 4, 1, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g), torch.tensor([9, 9])
+    with torch.no_grad():
+        dropped = m.net(noisy, t, ref_latents=ref, audio_tokens=torch.zeros(2, 1, 3, 64))
+        for n, p in attn2.items():
+            if "to_out" in n:
+                p.zero_()
+        torch.testing.assert_close(m.net(noisy, t, ref_latents=ref, audio_tokens=torch.zeros(2, 1, 3, 64)), dropped,
+                                   rtol=0, atol=0)
     with pytest.raises(InputError, match="no captions"):
         m.prepare({k: v for k, v in b.items() if k != "caption"}, None)
     with pytest.raises(InputError, match="cross-attention"):

@@ -56,6 +56,9 @@ class StageSpec:
         zero_init: glob patterns over ``VExpressNet.named_parameters()`` names of the output projections that start
             at exactly zero, so the layers behind them start as a no-op (official: motion-module ``proj_out`` and
             audio ``attn2.to_out``).
+        frozen: glob patterns of parameters that stay frozen although their group trains (e.g. an output bias held
+            at zero with ``zero_init``). The stage configs leave it out but one (``image_captioned``), so existing
+            stage keys are unchanged.
         zero_init_at_start: apply ``zero_init`` after loading the initial weights. The official stage 3 does so too,
             which throws away what stage 2 learned in those projections (spec §9.1); our ``joint`` stage keeps them
             (``false``), the official behaviour is one flag away.
@@ -88,10 +91,12 @@ class StageSpec:
     init_from: str | None = None
     lip_loss_weight: Any = None
     timestep_bias: Any = None
+    frozen: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
         self.zero_init = list(self.zero_init or [])
+        self.frozen = list(self.frozen or [])
         unknown = [g for g in self.trainable if g not in KNOWN_GROUPS]
         if unknown:
             raise InputError(f"stage {self.name!r}: unknown parameter groups {unknown}; choose from "
@@ -136,7 +141,9 @@ def trainable_parameter_names(net: "VExpressNet", spec: StageSpec) -> list[str]:
     groups = _groups(net)
     for g in spec.trainable:
         want.update(groups[g])
-    return [n for n, _ in net.named_parameters() if n in want]
+    names = [n for n, _ in net.named_parameters()]
+    held = set(resolve_patterns(names, spec.frozen, "frozen")) if spec.frozen else set()
+    return [n for n in names if n in want and n not in held]
 
 
 def resolve_patterns(names: Iterable[str], patterns: Sequence[str], what: str = "zero_init") -> list[str]:
