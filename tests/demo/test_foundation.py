@@ -196,6 +196,7 @@ def test_shipped_foundation_loads_strictly_into_the_demo_model():
     encoder = PhoneticEncoder(SHIPPED / manifest["audio_encoder"])  # the speech encoder the demo hears through
     assert encoder.dim == net.config.audio_embedding_dim
     assert manifest["audio_encoder_fit"]["heldout"]["phone_acc"] > 0.95
+    assert manifest["stages"][0]["stage"] == "image_captioned" and manifest["caption_encoder"]["dim"] == 64
 
 
 @pytest.mark.slow
@@ -211,7 +212,8 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     manifest = json.loads((tmp_path / "weights" / "foundation.json").read_text())
-    assert manifest["stages"][0]["global_step"] == 3
+    assert manifest["stages"][0] == {"stage": "image_captioned", "global_step": 3, "skipped": False}
+    assert manifest["caption_encoder"]["attributes"] == 3  # the cross-attention learned captions
     assert [r["step"] for r in manifest["loss_curve"]] and manifest["commit"]
     assert manifest["data"]["synthetic"]["seed"] == 1000  # the pretraining split, not the demo's identities
     net = _demo_net()
@@ -233,14 +235,11 @@ def test_pretraining_experiment_rebuilds_a_few_steps(tmp_path):
         assert torch.equal(v, encoder[k]), k
     assert kept == {p: p.read_bytes() for p in (tmp_path / "weights").glob("*.safetensors")}
 
-    # only=networks with captions (the shipped recipe's cross-attention pretraining): the networks again, in place;
-    # the VAE and the audio encoder stay
+    # only=networks: the networks again (with captions, as shipped), in place; the VAE and the audio encoder stay
     kept = {p: p.read_bytes() for p in (tmp_path / "weights").rglob("*") if p.is_file()
             and p.parent.name in ("vae", FOUNDATION_AUDIO_ENCODER)}
     digest = foundation_networks_digest(tmp_path / "weights")
-    captions = ["stage=image_captioned", "+data.captions=true",
-                "+model.caption_encoder={_target_:vexpress.models.caption.CaptionEncoder,attributes:3,dim:64}"]
-    captioned = ",".join(f'"{o}"' for o in [*overrides, *captions, "stage.max_steps=2"])
+    captioned = ",".join(f'"{o}"' for o in [*overrides, "stage.max_steps=2"])
     proc = subprocess.run([*cmd[:-5], f"train_overrides=[{captioned}]", "threads=1", "only=networks"], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
