@@ -114,12 +114,18 @@ def test_a_stop_signal_that_an_extension_turns_into_another_error_still_stops_as
     wraps the handler's exception; seen in CI when SIGTERM hit mediapipe's import). The run still ends as stopped."""
     from vexpress.cli.generate import _terminate_cleanly
 
-    with pytest.raises(expected) as caught:
-        with _terminate_cleanly():
-            try:
-                signal.raise_signal(sig)
-            except BaseException as err:  # what the extension's init does with the handler's exception
-                raise ImportError("initialization failed") from err
+    # Ctrl-C as a terminal gives it: a test suite started in the background (`cmd &`) inherits SIGINT ignored, and the
+    # CLI rightly leaves an ignored Ctrl-C alone
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(expected) as caught:
+            with _terminate_cleanly():
+                try:
+                    signal.raise_signal(sig)
+                except BaseException as err:  # what the extension's init does with the handler's exception
+                    raise ImportError("initialization failed") from err
+    finally:
+        signal.signal(signal.SIGINT, outer)
     if expected is SystemExit:
         assert caught.value.code == 128 + signal.SIGTERM
     with pytest.raises(ImportError):  # without a signal an error stays what it is
