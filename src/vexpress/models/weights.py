@@ -449,6 +449,13 @@ def _network_files(sizes: Mapping[str, int]) -> list[str]:
     return sorted(name[: -len(".safetensors")] for name in sizes if name.endswith(".safetensors"))
 
 
+def _check_foundation_info(info: Mapping[str, Any]) -> None:
+    """Provenance ``info`` may not overwrite the manifest's own keys."""
+    reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
+    if reserved:
+        raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
+
+
 def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any, info: Mapping[str, Any],
                     dtype: torch.dtype = torch.float16, motion: bool = False,
                     audio_encoder: str | os.PathLike | None = None) -> dict[str, int]:
@@ -456,9 +463,7 @@ def save_foundation(directory: str | os.PathLike, net: torch.nn.Module, vae: Any
     ``dtype`` safetensors in the official layout, the VAE under ``vae/``, a copy of the ``audio_encoder`` folder
     (:mod:`vexpress.audio.phonetic`) under ``audio_encoder/`` when given, and ``foundation.json`` (``info`` plus the
     network config). Returns the size in bytes of each file."""
-    reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
-    if reserved:
-        raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
+    _check_foundation_info(info)
     with atomic_dir(directory) as tmp:  # 0755: a folder meant for a repository
         sizes = _save_foundation_networks(tmp, net, dtype, motion)
         files = _network_files(sizes)
@@ -481,9 +486,7 @@ def replace_foundation_networks(directory: str | os.PathLike, net: torch.nn.Modu
     as do the network config and the list of files. The networks are written in the folder's own dtype."""
     directory = Path(directory)
     manifest = read_foundation_manifest(directory)
-    reserved = {"format", "version", "network", "vae", "files", "dtype", "audio_encoder"} & set(info)
-    if reserved:
-        raise ValueError(f"foundation info may not set {sorted(reserved)} (the manifest's own keys)")
+    _check_foundation_info(info)
     dtype = getattr(torch, str(manifest.get("dtype", "float16")))
     with atomic_dir(directory) as tmp:
         shutil.copytree(directory, tmp, dirs_exist_ok=True)
