@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -119,7 +121,7 @@ def test_a_stop_signal_that_an_extension_turns_into_another_error_still_stops_as
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(expected) as caught:
-            with _terminate_cleanly():
+            with _terminate_cleanly(grace_s=None):  # no watchdog: this process outlives the signal
                 try:
                     signal.raise_signal(sig)
                 except BaseException as err:  # what the extension's init does with the handler's exception
@@ -129,9 +131,59 @@ def test_a_stop_signal_that_an_extension_turns_into_another_error_still_stops_as
     if expected is SystemExit:
         assert caught.value.code == 128 + signal.SIGTERM
     with pytest.raises(ImportError):  # without a signal an error stays what it is
-        with _terminate_cleanly():
+        with _terminate_cleanly(grace_s=None):
             raise ImportError("initialization failed")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+_STOPPED_RUN = """
+import atexit, signal, sys, time
+from pathlib import Path
+from vexpress.cli.generate import _terminate_cleanly
+from vexpress.pipelines.video_io import reserve_output
+
+out, how = Path(sys.argv[1]), sys.argv[2]
+with _terminate_cleanly(grace_s=1.0):
+    reserve_output(out)
+    print("reserved", flush=True)
+    if how == "swallowed":  # a library that catches what the handler raised and goes on
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except BaseException:
+            pass
+        time.sleep(120)
+    else:  # the interpreter's shut-down never ends
+        atexit.register(time.sleep, 120)
+        signal.raise_signal(signal.SIGTERM)
+"""
+
+
+@pytest.mark.parametrize("how", ["swallowed", "stuck_at_exit"])
+def test_a_stopped_run_that_does_not_end_is_ended_by_force_without_leftovers(tmp_path, how):
+    """The watchdog behind ``_terminate_cleanly``: a SIGTERM whose exception is swallowed, or an interpreter
+    shut-down that hangs, still ends the process (exit 143) soon after the grace period, temporary file removed."""
+    out = tmp_path / "o.mp4"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_RUN, str(out), how], capture_output=True, text=True,
+                          timeout=100)
+    took = time.monotonic() - start
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert "reserved" in proc.stdout and "ended by force" in proc.stderr and "SIGTERM" in proc.stderr
+    assert took < 100 and _leftovers(tmp_path) == []
+
+
+def test_the_stop_watchdog_is_disarmed_when_a_run_ends_without_a_signal(tmp_path):
+    from vexpress.cli.generate import _terminate_cleanly
+
+    before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before)
+    with _terminate_cleanly(grace_s=0.1):
+        assert any(t.name == "vexpress-stop-watchdog" for t in threading.enumerate())
+    for t in threading.enumerate():
+        if t.name == "vexpress-stop-watchdog":
+            t.join(timeout=10)
+    assert not any(t.name == "vexpress-stop-watchdog" for t in threading.enumerate())
+    assert signal.set_wakeup_fd(before) == before  # the wakeup fd was restored
 
 
 @pytest.mark.slow
@@ -144,28 +196,39 @@ def test_killed_runs_leave_at_most_their_temporary_file(sample_ref, wav_file, tm
             f"output={out}", "height=64", "width=64", "fps=10", "num_inference_steps=50", "context_frames=8",
             "context_overlap=2", "progress=false"]
 
-    def start_and_wait_for_temporary():
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    logs = tmp_path.parent / f"{tmp_path.name}_stderr"  # a file, not a pipe: a full pipe would block the exit
+    logs.mkdir()
+
+    def start_and_wait_for_temporary(name):
+        err = open(logs / name, "w")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"})
+        err.close()
         for _ in range(1200):  # up to 120 s on a loaded machine
             tmps = [p for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)]
             if tmps or proc.poll() is not None:
                 break
             time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert proc.poll() is None, (logs / name).read_text()[-2000:]
         assert len(tmps) == 1 and tmps[0].name.startswith(".o.mp4.")
         return proc, tmps[0]
 
-    proc, tmp = start_and_wait_for_temporary()
+    def wait_or_dump(proc, name):
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # where it hangs: faulthandler prints every thread's stack on SIGABRT
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+            pytest.fail(f"no exit 60 s after the signal; its stderr ends:\n{(logs / name).read_text()[-6000:]}")
+
+    proc, tmp = start_and_wait_for_temporary("term.log")
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    proc.stderr.close()
+    assert wait_or_dump(proc, "term.log") == 128 + signal.SIGTERM, (logs / "term.log").read_text()[-2000:]
     assert _leftovers(tmp_path) == []
 
-    proc, tmp = start_and_wait_for_temporary()
+    proc, tmp = start_and_wait_for_temporary("kill.log")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
-    proc.stderr.close()
     assert _leftovers(tmp_path) == [tmp.name]  # SIGKILL: nothing can clean up
 
     code, err = run_cli(capsys, weights="tiny", reference_image=tmp_path / "no.jpg", audio=audio, output=out)

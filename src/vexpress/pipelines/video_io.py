@@ -189,8 +189,9 @@ def reserve_output(path: str | os.PathLike, what: str = "output video") -> Outpu
 
 
 @atexit.register
-def _discard_unfinished() -> None:
-    """At interpreter exit (also after ``SystemExit`` from SIGTERM), remove every reservation not committed."""
+def discard_unfinished() -> None:
+    """Remove every reservation of this process not committed: at interpreter exit (also after ``SystemExit`` from
+    SIGTERM), and before a forced exit that skips the interpreter's clean-up."""
     for res in list(_RESERVED.values()):
         res.discard()
 
