@@ -239,10 +239,10 @@ def _stop_watchdog(signals: tuple[int, ...], grace_s: float) -> Iterator[None]:
     from vexpress.pipelines.video_io import discard_unfinished
 
     read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
     try:
+        os.set_blocking(write_fd, False)
         previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    except ValueError:  # not the main thread of the main interpreter
+    except (ValueError, OSError, AttributeError):  # not the main interpreter's main thread; a platform without it
         os.close(read_fd)
         os.close(write_fd)
         yield
