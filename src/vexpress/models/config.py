@@ -179,9 +179,11 @@ class VExpressConfig:
         cross_attention_dim: int = 64,
         motion_heads: int = 4,
         latent_downscale: int = 8,
+        audio_projection_depth: int = 1,
     ) -> "VExpressConfig":
         """A small model with the full architecture (all blocks, all four attentions, motion modules) for tests,
-        the embedded demo and CPU experiments. Latents are 1/``latent_downscale`` of the image size (SD: 8)."""
+        the embedded demo and CPU experiments. Latents are 1/``latent_downscale`` of the image size (SD: 8);
+        ``audio_projection_depth``: the audio projection's perceiver layers (the release has 4)."""
         guider = {8: [8, 16, 32, 32], 4: [8, 16, 32], 2: [16, 32], 1: [32]}[latent_downscale]
         unet = copy.deepcopy(SD15_UNET_CONFIG)
         unet.update(block_out_channels=list(block_out_channels), layers_per_block=layers_per_block,
@@ -194,7 +196,7 @@ class VExpressConfig:
             unet_additional_kwargs=extra,
             v_kps_guider={"conditioning_embedding_channels": block_out_channels[0], "conditioning_channels": 3,
                           "block_out_channels": guider},
-            audio_projection={"dim": 64, "depth": 1, "dim_head": 32, "heads": 2, "num_queries": 5,
+            audio_projection={"dim": 64, "depth": int(audio_projection_depth), "dim_head": 32, "heads": 2, "num_queries": 5,
                               "embedding_dim": audio_embedding_dim, "output_dim": cross_attention_dim, "ff_mult": 2,
                               "max_seq_len": 10},
             latent_downscale=latent_downscale,
