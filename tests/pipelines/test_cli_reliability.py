@@ -114,14 +114,14 @@ def test_stale_temporary_output_is_removed_by_the_next_run(wav_file, tmp_path, c
 def test_a_stop_signal_that_an_extension_turns_into_another_error_still_stops_as_that_signal(sig, expected):
     """A signal that lands in a C extension's import comes out as ``ImportError: initialization failed`` (pybind11
     wraps the handler's exception; seen in CI when SIGTERM hit mediapipe's import). The run still ends as stopped."""
-    from vexpress.cli.generate import _terminate_cleanly
+    from vexpress.cli._common import terminate_cleanly
 
     # Ctrl-C as a terminal gives it: a test suite started in the background (`cmd &`) inherits SIGINT ignored, and the
     # CLI rightly leaves an ignored Ctrl-C alone
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(expected) as caught:
-            with _terminate_cleanly(grace_s=None):  # no watchdog: this process outlives the signal
+            with terminate_cleanly(grace_s=None):  # no watchdog: this process outlives the signal
                 try:
                     signal.raise_signal(sig)
                 except BaseException as err:  # what the extension's init does with the handler's exception
@@ -131,7 +131,7 @@ def test_a_stop_signal_that_an_extension_turns_into_another_error_still_stops_as
     if expected is SystemExit:
         assert caught.value.code == 128 + signal.SIGTERM
     with pytest.raises(ImportError):  # without a signal an error stays what it is
-        with _terminate_cleanly(grace_s=None):
+        with terminate_cleanly(grace_s=None):
             raise ImportError("initialization failed")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
@@ -139,12 +139,15 @@ def test_a_stop_signal_that_an_extension_turns_into_another_error_still_stops_as
 _STOPPED_RUN = """
 import atexit, signal, sys, time
 from pathlib import Path
-from vexpress.cli.generate import _terminate_cleanly
+from vexpress.cli._common import terminate_cleanly
 from vexpress.pipelines.video_io import reserve_output
+from vexpress.utils.io import atomic_dir, atomic_path
 
 out, how = Path(sys.argv[1]), sys.argv[2]
-with _terminate_cleanly(grace_s=1.0):
+with terminate_cleanly(grace_s=1.0):
     reserve_output(out)
+    atomic_path(out.with_suffix(".json")).__enter__()  # an atomic write and a folder under way: their
+    atomic_dir(out.with_suffix(".d")).__enter__()      # clean-up never runs, the watchdog's must
     print("reserved", flush=True)
     if how == "swallowed":  # a library that catches what the handler raised and goes on
         try:
@@ -160,8 +163,9 @@ with _terminate_cleanly(grace_s=1.0):
 
 @pytest.mark.parametrize("how", ["swallowed", "stuck_at_exit"])
 def test_a_stopped_run_that_does_not_end_is_ended_by_force_without_leftovers(tmp_path, how):
-    """The watchdog behind ``_terminate_cleanly``: a SIGTERM whose exception is swallowed, or an interpreter
-    shut-down that hangs, still ends the process (exit 143) soon after the grace period, temporary file removed."""
+    """The watchdog behind ``terminate_cleanly``: a SIGTERM whose exception is swallowed, or an interpreter
+    shut-down that hangs, still ends the process (exit 143) soon after the grace period, its temporary video, file
+    and folder removed."""
     out = tmp_path / "o.mp4"
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _STOPPED_RUN, str(out), how], capture_output=True, text=True,
@@ -170,14 +174,15 @@ def test_a_stopped_run_that_does_not_end_is_ended_by_force_without_leftovers(tmp
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
     assert "reserved" in proc.stdout and "ended by force" in proc.stderr and "SIGTERM" in proc.stderr
     assert took < 100 and _leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the atomic write's file and folder went too
 
 
 def test_the_stop_watchdog_is_disarmed_when_a_run_ends_without_a_signal(tmp_path):
-    from vexpress.cli.generate import _terminate_cleanly
+    from vexpress.cli._common import terminate_cleanly
 
     before = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(before)
-    with _terminate_cleanly(grace_s=0.1):
+    with terminate_cleanly(grace_s=0.1):
         assert any(t.name == "vexpress-stop-watchdog" for t in threading.enumerate())
     for t in threading.enumerate():
         if t.name == "vexpress-stop-watchdog":

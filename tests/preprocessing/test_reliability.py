@@ -60,7 +60,11 @@ def _run_cli(overrides: list[str], capsys) -> tuple[int, str, str, object]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process parents from Linux /proc")
 @pytest.mark.slow
-def test_killed_run_leaves_no_worker_and_resumes(video_factory, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_run_leaves_no_worker_and_resumes(video_factory, tmp_path, sig):
+    """SIGKILL: no worker outlives the run, the rerun removes what it left and resumes. SIGTERM (``kill``, a
+    scheduler's stop): the run ends as stopped (exit 143), its workers end the clips they were on cleanly, and no
+    temporary folder is left even before the rerun."""
     for i in range(3):
         video_factory(f"v{i}_1.mp4", seconds=1.2, seed=i)
     out = tmp_path / "out"
@@ -79,8 +83,8 @@ def test_killed_run_leaves_no_worker_and_resumes(video_factory, tmp_path):
             time.sleep(0.2)
         assert proc.poll() is None and len(workers) >= 2, "the run ended before it could be killed"
         everyone = set(_children(proc.pid))  # workers and multiprocessing's resource tracker
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.kill(proc.pid, sig)
+        code = proc.wait(timeout=120)  # a liveness bound: a stopped run that waited for its queue would take longer
         deadline = time.monotonic() + 20  # a liveness bound, not a speed claim: orphans would live forever
         while time.monotonic() < deadline and any(_alive(p) for p in everyone):
             time.sleep(0.1)
@@ -91,6 +95,11 @@ def test_killed_run_leaves_no_worker_and_resumes(video_factory, tmp_path):
                 os.kill(p, signal.SIGKILL)
     done_before = {c.id for c in scan_clips(out)}
     assert len(done_before) >= 1
+    if sig == signal.SIGTERM:
+        assert code == 128 + signal.SIGTERM
+        assert not [p.name for p in (out / "clips").rglob(".*")], "a stopped run left temporary files"
+    else:
+        assert code == -signal.SIGKILL
 
     rerun = subprocess.run([a if a != "workers=2" else "workers=1" for a in cmd], capture_output=True, text=True,
                            timeout=600)

@@ -64,3 +64,22 @@ def test_stop_inside_an_atomic_write_leaves_nothing(tmp_path):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_are_tracked_until_published_and_a_forced_exit_removes_the_live_ones(tmp_path):
+    """What the command-line tools' stop watchdog calls before ending a run by force (its ``finally`` blocks never
+    run then): every temporary file and folder still under way goes; published outputs are not touched."""
+    from vexpress.utils.io import atomic_dir, discard_temporaries
+
+    with atomic_path(tmp_path / "done.json") as tmp:
+        tmp.write_text("{}")
+    assert discard_temporaries() == 0  # published: nothing tracked any more
+    with atomic_path(tmp_path / "a.json") as tmp_file, atomic_dir(tmp_path / "folder") as tmp_folder:
+        tmp_file.write_text("{")
+        (tmp_folder / "x.bin").write_bytes(b"\0")
+        assert discard_temporaries() == 2  # as the watchdog would, mid-write
+        assert not tmp_file.exists() and not tmp_folder.exists()
+        (tmp_folder).mkdir()  # let the blocks end normally (their own clean-up finds what it expects)
+        tmp_file.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "done.json", "folder"]
+    assert discard_temporaries() == 0

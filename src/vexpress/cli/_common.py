@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
 import sys
-from typing import Any, Callable, Sequence, TypeVar
+import threading
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from vexpress.errors import VExpressError
 from vexpress.utils.logging import tidy_lightning_logging  # noqa: F401 - the entry points import it from here
@@ -45,6 +48,120 @@ def config_path() -> str:
     from vexpress.utils.paths import CONF_DIR
 
     return str(CONF_DIR)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stop signals: Ctrl-C and SIGTERM end a run cleanly (temporary files removed), and always end it
+# ---------------------------------------------------------------------------------------------------------------
+#: Seconds a run may take to end after a stop signal before it is ended by force (its temporary files removed).
+STOP_GRACE_S = 10.0
+
+
+@contextlib.contextmanager
+def terminate_cleanly(grace_s: float | None = STOP_GRACE_S) -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) in the main thread, so temporary files are removed like on Ctrl-C.
+
+    A stop signal that lands while a C extension runs Python code (a module's import, a callback) can come out of it
+    as another exception: pybind11 turns the handler's exception into ``ImportError: initialization failed``. So once
+    a stop signal was received, whatever ends the run ends it as that signal: exit 143 for SIGTERM, the Ctrl-C path
+    (exit 130) for SIGINT.
+
+    Such an exception can also be swallowed (a library's ``except ImportError`` around an optional import), and the
+    interpreter's own shut-down can wait on a half-initialised extension. So a stop signal also arms a watchdog
+    (:func:`stop_watchdog`): a run still alive ``grace_s`` seconds after the signal has its temporary files removed
+    and ends at once, with the same exit code. ``grace_s=None``: no watchdog (a caller that outlives the signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_term(signum, frame):  # noqa: ARG001
+        received.append(signum)
+        raise SystemExit(128 + signum)
+
+    def on_int(signum, frame):  # noqa: ARG001
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    handlers = {signal.SIGTERM: on_term}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # leave an ignored or custom Ctrl-C alone
+        handlers[signal.SIGINT] = on_int
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        with stop_watchdog(tuple(handlers), grace_s) if grace_s is not None else contextlib.nullcontext():
+            yield
+    except BaseException as err:
+        if not received or isinstance(err, (SystemExit, KeyboardInterrupt)):
+            raise
+        if received[0] == signal.SIGINT:
+            raise KeyboardInterrupt from err
+        raise SystemExit(128 + received[0]) from err
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stops_cleanly(fn: F) -> F:
+    """Run a command-line task inside :func:`terminate_cleanly`. For the tools that do not train: Lightning has its
+    own SIGTERM handling (it ends a fit at the next step), and a handler set before it would replace that."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with terminate_cleanly():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def stop_watchdog(signals: tuple[int, ...], grace_s: float) -> Iterator[None]:
+    """A daemon thread that ends the process ``grace_s`` seconds after one of ``signals``, unless it ended first.
+
+    It is woken by the interpreter's C-level signal handler (``signal.set_wakeup_fd``), not by the Python handler,
+    so it runs even when the main thread never gets back to Python. Once a signal has arrived it stays armed after
+    the block, through the interpreter's shut-down; without one it is disarmed when the block ends."""
+    import os
+    import time
+
+    from vexpress.pipelines.video_io import discard_unfinished
+    from vexpress.utils.io import discard_temporaries
+
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError, AttributeError):  # not the main interpreter's main thread; a platform without it
+        os.close(read_fd)
+        os.close(write_fd)
+        yield
+        return
+    wanted = {int(s) for s in signals}
+
+    def watch() -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while True:
+                data = pipe.read(64)
+                if not data:  # disarmed
+                    return
+                stops = [b for b in data if b in wanted]
+                if stops:
+                    break
+        time.sleep(grace_s)
+        for discard in (discard_unfinished, discard_temporaries):
+            with contextlib.suppress(BaseException):
+                discard()
+        name = signal.Signals(stops[0]).name
+        with contextlib.suppress(OSError):
+            os.write(2, f"error: still running {grace_s:g} s after {name}; ended by force "
+                     f"(temporary files removed)\n".encode())
+        os._exit(130 if stops[0] == signal.SIGINT else 128 + stops[0])
+
+    threading.Thread(target=watch, name="vexpress-stop-watchdog", daemon=True).start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(write_fd)  # the watchdog reads what is left, then the end of the pipe
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List
 
-from vexpress.cli._common import hydra_main, user_errors
+from vexpress.cli._common import hydra_main, stops_cleanly, user_errors
 from vexpress.errors import InputError
 
 log = logging.getLogger("vexpress.eval")
@@ -130,6 +130,7 @@ def build_pairs(cfg) -> tuple:
 
 
 @user_errors
+@stops_cleanly
 def run(cfg) -> Dict[str, Any]:
     from vexpress.evaluation.report import GT_ROW, log_wandb, markdown_table
     from vexpress.evaluation.runner import evaluate_videos

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vexpress.cli._common import hydra_main, user_errors
+from vexpress.cli._common import hydra_main, stops_cleanly, user_errors
 
 
 @user_errors
+@stops_cleanly
 def run(cfg) -> tuple[Path, Path | None]:
     from vexpress.preprocessing.kps_extract import check_output_names, extract_kps_and_audio
     from vexpress.utils.io import check_writable, removing_empty_new_folders

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vexpress.cli._common import hydra_main, user_errors
+from vexpress.cli._common import hydra_main, stops_cleanly, user_errors
 
 
 def _as_list(value) -> list[str]:
@@ -21,6 +21,7 @@ def _as_list(value) -> list[str]:
 
 
 @user_errors
+@stops_cleanly
 def run(cfg) -> dict:
     from omegaconf import OmegaConf
 

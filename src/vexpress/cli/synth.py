@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from vexpress.cli._common import hydra_main, user_errors
+from vexpress.cli._common import hydra_main, stops_cleanly, user_errors
 
 log = logging.getLogger("vexpress.synth")
 
@@ -57,6 +57,7 @@ def save_preview(root: Path, path: Path, frames_per_row: int = 8, max_rows: int 
 
 
 @user_errors
+@stops_cleanly
 def run(cfg) -> Path:
     from omegaconf import OmegaConf
 

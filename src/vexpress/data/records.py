@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from vexpress.errors import InputError
-from vexpress.utils.io import deferred_signals
+from vexpress.utils.io import deferred_signals, forget_temporary, make_temporary
 
 MANIFEST = "manifest.json"
 CLIPS_DIR = "clips"
@@ -275,7 +275,7 @@ def write_clip(root: str | os.PathLike, meta: Mapping[str, Any], tensors: Mappin
     tmp = None
     try:
         with deferred_signals():  # a stop signal lands after ``tmp`` is set, so the clean-up below removes it
-            tmp = Path(tempfile.mkdtemp(prefix=f".{clip_id}.", suffix=".tmp-part", dir=final.parent))
+            tmp = make_temporary(final.parent, clip_id, folder=True)
         meta = dict(meta)
         if video_writer is not None:
             video_writer(tmp / VIDEO)
@@ -297,6 +297,8 @@ def write_clip(root: str | os.PathLike, meta: Mapping[str, Any], tensors: Mappin
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        forget_temporary(tmp)
     return read_clip(final)
 
 

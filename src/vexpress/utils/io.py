@@ -70,10 +70,50 @@ def deferred_signals() -> Iterator[None]:
             signal.raise_signal(sig)  # the restored handler runs now (e.g. SystemExit), after the file is recorded
 
 
+#: temporary files and folders of this process that are neither published nor removed yet
+_LIVE_TEMPORARIES: set[Path] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def make_temporary(directory: str | os.PathLike, name: str, *, folder: bool = False) -> Path:
+    """Create ``.<name>.XXXXXXXX.tmp-part`` (a file, or a folder) in ``directory`` and record it until
+    :func:`forget_temporary`, so that a run ended by force can still remove it (:func:`discard_temporaries`).
+    Call it inside :func:`deferred_signals`, and forget the path once it is renamed into place or removed."""
+    if folder:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp-part", dir=directory))
+    else:
+        fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp-part", dir=directory)
+        os.close(fd)
+        tmp = Path(path)
+    with _LIVE_LOCK:
+        _LIVE_TEMPORARIES.add(tmp)
+    return tmp
+
+
+def forget_temporary(tmp: Path | None) -> None:
+    """``tmp`` was published or removed: a forced exit has nothing to do with it any more."""
+    if tmp is not None:
+        with _LIVE_LOCK:
+            _LIVE_TEMPORARIES.discard(tmp)
+
+
+def discard_temporaries() -> int:
+    """Remove every temporary file and folder this process still holds; returns how many. For a run that is being
+    ended by force (the stop watchdog of the command-line tools), whose ``finally`` blocks will not run."""
+    with _LIVE_LOCK:
+        live = list(_LIVE_TEMPORARIES)
+        _LIVE_TEMPORARIES.clear()
+    for tmp in live:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return len(live)
+
+
 def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-part", dir=path.parent)
-    os.close(fd)
-    return Path(name)
+    return make_temporary(path.parent, path.name)
 
 
 @contextlib.contextmanager
@@ -98,6 +138,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+    finally:
+        forget_temporary(tmp)
 
 
 def publish_folder(tmp: Path, directory: Path) -> None:
@@ -125,7 +167,7 @@ def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[P
     tmp = None
     try:
         with deferred_signals():  # see atomic_path
-            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp-part", dir=directory.parent))
+            tmp = make_temporary(directory.parent, directory.name, folder=True)
         tmp.chmod(0o755)
         yield tmp
         if replace:
@@ -141,6 +183,8 @@ def atomic_dir(directory: str | os.PathLike, replace: bool = True) -> Iterator[P
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        forget_temporary(tmp)
 
 
 @contextlib.contextmanager
@@ -190,6 +234,9 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+    finally:
+        for tmp in tmps:
+            forget_temporary(tmp)
 
 
 @contextlib.contextmanager
