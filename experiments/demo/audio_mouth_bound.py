@@ -7,7 +7,16 @@ as the model sees them: ``vexpress.audio.windows.audio_windows``) to the truth's
 clips, and scores them on the exploration clips 0-7 (all frames, and the first 16 frames the report scores).
 No report clip (8-31) is read.
 
-    .venv/bin/python experiments/demo/audio_mouth_bound.py [--data <synthetic root>]
+With ``--export DIR`` (repeatable) the same regressors read a trained export's audio tokens instead (its audio
+projection applied to the same windows): how much of the mouth opening the tokens that the cross-attention hears
+still carry, against the bound from the raw windows.
+
+With ``--projection-depths 1,2,4`` it also fits the tiny model's audio projection itself (``VExpressConfig.tiny``'s
+geometry at each depth, plus a linear head on its tokens) directly on the opening: whether the projection can
+carry what the audio allows, at each depth and init seed.
+
+    .venv/bin/python experiments/demo/audio_mouth_bound.py [--data <synthetic root>] [--export DIR ...]
+        [--projection-depths 1,2,4]
 """
 
 from __future__ import annotations
@@ -22,7 +31,9 @@ import torch
 EXPLORATION_CLIPS = 8
 
 
-def windows_and_openings(records, frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def windows_and_openings(records, frames: int | None = None, net=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the audio window as the model sees it (or, given ``net``, its projected audio tokens), flattened,
+    and the truth's mouth opening."""
     from vexpress.audio.windows import audio_windows
 
     xs, ys = [], []
@@ -30,7 +41,12 @@ def windows_and_openings(records, frames: int | None = None) -> tuple[np.ndarray
         truth = np.asarray(rec.gt_mouth, np.float32)[:, 0]
         n = len(truth) if frames is None else min(frames, len(truth))
         feats = torch.as_tensor(np.asarray(rec.audio_features, np.float32))
-        xs.append(audio_windows(feats, len(truth))[:n].reshape(n, -1).numpy())
+        if net is None:
+            x = audio_windows(feats, len(truth))[:n]
+        else:
+            with torch.no_grad():
+                x = net.encode_audio(audio_windows(feats, len(truth), net.config.num_padding_audio_frames)[:n][None])[0]
+        xs.append(x.reshape(n, -1).numpy())
         ys.append(truth[:n])
     return np.concatenate(xs), np.concatenate(ys)
 
@@ -59,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the demo synthetic benchmark (default: the one conf/demo.yaml makes, built if absent)")
     ap.add_argument("--mlp-seeds", type=int, default=2)
     ap.add_argument("--mlp-steps", type=int, default=3000)
+    ap.add_argument("--projection-depths", default="",
+                    help="comma-separated depths of the tiny audio projection to fit directly (e.g. 1,2,4)")
+    ap.add_argument("--export", action="append", default=None,
+                    help="a training export: probe its audio tokens instead of the raw windows (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     root = Path(args.data) if args.data else demo_data_root()
@@ -67,9 +87,66 @@ def main(argv: list[str] | None = None) -> int:
                          "(report.json data.root)")
     train = load_manifest(root, split="train")
     held = load_manifest(root, split="heldout")[:EXPLORATION_CLIPS]
-    xt, yt = windows_and_openings(train)
-    xe, ye = windows_and_openings(held)
-    x16, y16 = windows_and_openings(held, 16)
+    for export in args.export or [None]:
+        net = None
+        if export is not None:
+            from vexpress.pipelines import VExpressPipeline
+
+            net = VExpressPipeline.from_export(Path(export), device="cpu", dtype="fp32").net
+            print(f"audio tokens of {export}")
+        fit_and_score(root, train, held, args, net)
+    for depth in [int(d) for d in args.projection_depths.split(",") if d.strip()]:
+        fit_projection(train, held, depth, args)
+    return 0
+
+
+def fit_projection(train, held, depth: int, args) -> None:
+    """The tiny audio projection at ``depth`` (+ a linear head on its flattened tokens) fitted on the opening with
+    the MLP's loss, batch, steps and rate; scored like the regressors."""
+    from vexpress.audio.windows import audio_windows
+    from vexpress.models.audio_projection import AudioProjection
+    from vexpress.models.config import VExpressConfig
+
+    def windows(records, frames=None):
+        xs, ys = [], []
+        for rec in records:
+            truth = np.asarray(rec.gt_mouth, np.float32)[:, 0]
+            n = len(truth) if frames is None else min(frames, len(truth))
+            feats = torch.as_tensor(np.asarray(rec.audio_features, np.float32))
+            xs.append(audio_windows(feats, len(truth))[:n].float())
+            ys.append(torch.from_numpy(truth[:n]))
+        return torch.cat(xs), torch.cat(ys)
+
+    xt, yt = windows(train)
+    xe, ye = windows(held)
+    x16, y16 = windows(held, 16)
+    geometry = VExpressConfig.tiny(audio_embedding_dim=int(xt.shape[-1]),
+                                   audio_projection_depth=depth).audio_projection
+    for seed in range(args.mlp_seeds):
+        g = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        proj = AudioProjection(**geometry)
+        head = torch.nn.Linear(proj.num_queries * proj.output_dim, 1)
+        opt = torch.optim.AdamW([*proj.parameters(), *head.parameters()], 1e-3, weight_decay=1e-2)
+
+        def predict(x):
+            return head(proj(x).flatten(1))[:, 0]
+
+        for _ in range(args.mlp_steps):
+            i = torch.randint(0, len(yt), (128,), generator=g)
+            loss = (predict(xt[i]) - yt[i]).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            print(f"audio projection depth {depth} seed {seed}: MAE all frames {(predict(xe) - ye).abs().mean():.4f}, "
+                  f"first 16 frames {(predict(x16) - y16).abs().mean():.4f}")
+
+
+def fit_and_score(root: Path, train, held, args, net=None) -> None:
+    xt, yt = windows_and_openings(train, net=net)
+    xe, ye = windows_and_openings(held, net=net)
+    x16, y16 = windows_and_openings(held, 16, net=net)
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     xt, xe, x16 = (xt - mu) / sd, (xe - mu) / sd, (x16 - mu) / sd
     print(f"{root.name}: {len(train)} training clips ({len(yt)} frames) -> exploration clips 0-{len(held) - 1}")
@@ -95,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
             pe, p16 = net(torch.tensor(xe))[:, 0].numpy(), net(torch.tensor(x16))[:, 0].numpy()
         print(f"MLP seed {seed}: MAE all frames {np.abs(pe - ye).mean():.4f}, first 16 frames "
               f"{np.abs(p16 - y16).mean():.4f}")
-    return 0
 
 
 if __name__ == "__main__":

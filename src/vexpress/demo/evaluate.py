@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,12 +59,23 @@ def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ec
 
 def evaluate_export(export_dir: Path, label: str, records: Sequence[Any], shuffled: Mapping[str, Any], ecfg: Any,
                     out_dir: Path, include_gt: bool, vae: str | Path | None = None) -> dict[str, Any]:
-    pipe = export_pipeline(export_dir, ecfg, vae)
+    return evaluate_pipeline(export_pipeline(export_dir, ecfg, vae), label, records, shuffled, ecfg, out_dir,
+                             include_gt)
+
+
+def evaluate_pipeline(pipe: Any, label: str, records: Sequence[Any], shuffled: Mapping[str, Any], ecfg: Any,
+                      out_dir: Path, include_gt: bool,
+                      before_clip: Callable[[Any, Any, Any], None] | None = None) -> dict[str, Any]:
+    """Each clip of ``records`` generated twice, with its own and with its ``shuffled`` partner's audio, then scored
+    (the figures of :func:`evaluate_export`). ``before_clip(pipe, record, audio_record)`` runs before each
+    generation (a diagnostic that conditions the pipeline on something else than the audio)."""
     items = []
     bar = progress_bar(2 * len(records), f"generate {label}")
     try:
         for rec in records:
             for src in (rec, shuffled[rec.id]):
+                if before_clip is not None:
+                    before_clip(pipe, rec, src)
                 frames = generate_clip(pipe, rec, src, int(ecfg.frames), ecfg)
                 items.append(SyntheticItem(rec, frames=frames, fps=float(rec.fps),
                                            audio_record=None if src is rec else src))
