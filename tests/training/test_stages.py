@@ -176,3 +176,37 @@ def test_timestep_bias_reaches_the_training_draws():
             assert model.timestep_weights is None and int(t.min()) < 900  # 12 uniform draws all >= 900: p = 1e-12
         else:
             assert model.timestep_weights.shape == (1000,) and bool((t >= 900).all())
+
+
+def test_lr_scale_gives_a_group_its_own_rate():
+    """A stage's ``lr_scale`` splits the optimizer by parameter group: after one AdamW step (whose first update is
+    at most the rate, reached where the gradient is not tiny) the scaled group moved by up to 4x the rate, the others
+    by up to the rate."""
+    with pytest.raises(InputError, match="lr_scale names 'reference_net', which this stage does not train"):
+        stage_from_conf("audio_motion", lr_scale={"reference_net": 2})
+    with pytest.raises(InputError, match="lr_scale.audio_projection must be a positive number"):
+        stage_from_conf("audio_motion", lr_scale={"audio_projection": 0})
+    assert stage_from_conf("joint").lr_scale is None  # the shipped configs leave it out (stage keys unchanged)
+    spec = stage_from_conf("joint", num_frames=2, batch_size=1, max_steps=1, lr_scale={"audio_attention": 4})
+    assert StageSpec(**spec.to_dict()).lr_scale == {"audio_attention": 4.0}  # the spec's record round-trips
+    model = lit_module(seed=5)
+    before = {n: p.detach().clone() for n, p in model.net.named_parameters()}
+    trainer = pl.Trainer(callbacks=[StageScheduler(spec, 2, ["image", "audio_motion", "joint"]),
+                                    ConditionDropout({"uncond": 0.0})],
+                         max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=fakes.RandomClipsDataModule(num_frames=2, batch_size=1))
+    rates = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
+    lr = rates["rest"]  # the module's optimizer rate (a run's config sets it to the stage's lr)
+    assert rates == pytest.approx({"rest": lr, "audio_attention": 4 * lr})
+    groups = model.net.parameter_groups()
+
+    def step_size(group: str) -> float:
+        moved = torch.cat([(p.detach() - before[n]).abs().flatten() for n, p in model.net.named_parameters()
+                           if n in groups[group]])
+        return float(moved.max())
+
+    assert step_size("audio_attention") == pytest.approx(4 * lr, rel=0.05)
+    assert step_size("denoiser_base") == pytest.approx(lr, rel=0.05)
+    for group in ("motion_modules", "denoiser_base", "audio_projection"):
+        assert step_size(group) <= lr * 1.05

@@ -4,7 +4,8 @@ One ``trainer.fit`` runs one stage; :class:`vexpress.training.runner.CurriculumR
 builds a fresh Trainer per stage. This callback, per fit:
 
 - ``setup``: :func:`~vexpress.training.stages.apply_stage` (initial weights, zero-init, ``requires_grad``,
-  checkpointing) -- before the optimizer is built and before DDP wraps the model;
+  checkpointing) and the stage's per-group learning-rate factors -- before the optimizer is built and before DDP
+  wraps the model;
 - ``on_fit_start``: asserts the trainable set equals the stage's, and fingerprints every frozen parameter;
 - every batch: sets the per-step knobs of the stage (lip-loss weight, when the stage sets one) and logs
   ``curriculum/*``;
@@ -63,6 +64,7 @@ class StageScheduler(pl.Callback):
         if stage != "fit":
             return
         self.report = apply_stage(pl_module.net, self.spec)
+        pl_module.lr_scale = dict(self.spec.lr_scale or {})  # read by configure_optimizers, which runs after setup
         bias = self.spec.timestep_bias
         pl_module.timestep_weights = None
         if bias is not None:

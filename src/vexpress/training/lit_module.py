@@ -91,6 +91,8 @@ class VExpressLitModule(pl.LightningModule):
         # relative probability of each training timestep (T,); None = uniform (official). A stage's
         # ``timestep_bias`` sets it (StageScheduler)
         self.timestep_weights: torch.Tensor | None = None
+        # parameter group -> factor on the learning rate; a stage's ``lr_scale`` sets it (StageScheduler)
+        self.lr_scale: dict[str, float] = {}
         self.sample_reference_latent = bool(sample_reference_latent)
         self.seed = int(seed)
         self.compile_denoiser = bool(compile_denoiser)
@@ -267,11 +269,27 @@ class VExpressLitModule(pl.LightningModule):
         precision = str(getattr(getattr(self, "_trainer", None), "precision", "") or "")
         if "mixed" in precision and "fused" in inspect.signature(self.optimizer_factory).parameters:
             kwargs["fused"] = False  # Lightning's mixed-precision plugin cannot clip a fused optimizer's gradients
-        optimizer = self.optimizer_factory(params, **kwargs)
+        optimizer = self.optimizer_factory(self._param_groups(params), **kwargs)
+        for group in optimizer.param_groups:  # the stage's per-group factors, before the scheduler records the rates
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
+
+    def _param_groups(self, params: list[torch.nn.Parameter]) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+        """``params`` as one group, or split by the stage's ``lr_scale`` (parameter group -> factor on the rate)."""
+        if not self.lr_scale:
+            return params
+        by_name = dict(self.net.named_parameters())
+        scaled, taken = [], set()
+        for group, factor in sorted(self.lr_scale.items()):
+            members = [by_name[n] for n in self.net.parameter_groups()[group] if by_name[n].requires_grad]
+            taken.update(id(p) for p in members)
+            if members:
+                scaled.append({"params": members, "lr_scale": float(factor), "name": group})
+        rest = [p for p in params if id(p) not in taken]
+        return ([{"params": rest, "lr_scale": 1.0, "name": "rest"}] if rest else []) + scaled
 
     # --- checkpoints: frozen helpers are not stored; the random stream's counter is ---------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

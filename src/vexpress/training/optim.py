@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -18,7 +18,7 @@ def bitsandbytes_available() -> bool:
 
 
 def adamw(
-    params: Iterable[torch.nn.Parameter],
+    params: Iterable[Any],
     lr: float = 1e-6,
     betas: tuple[float, float] = (0.9, 0.999),
     weight_decay: float = 1e-2,
@@ -36,9 +36,10 @@ def adamw(
     default is the loop: for the demo model's 1,317 tensors (4.3 M parameters) one step took 114 ms with the loop,
     67 ms with ``foreach`` and 18 ms fused (2 cores; benchmarks/bench_optimizer.py).
     """
-    params = list(params)
+    params = list(params)  # tensors, or param-group dicts (``params`` + options)
+    tensors = [t for g in params for t in g["params"]] if params and isinstance(params[0], dict) else params
     betas = (float(betas[0]), float(betas[1]))
-    on_cuda = bool(params) and all(p.is_cuda for p in params)
+    on_cuda = bool(tensors) and all(p.is_cuda for p in tensors)
     if use_8bit and on_cuda and bitsandbytes_available():
         import bitsandbytes as bnb
 
@@ -47,7 +48,7 @@ def adamw(
         why = "bitsandbytes is not installed" if not bitsandbytes_available() else "the parameters are not on CUDA"
         log.warning("8-bit AdamW requested but %s; using torch.optim.AdamW", why)
     if fused is None:
-        fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, fused=bool(fused))
 
 

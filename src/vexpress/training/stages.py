@@ -76,6 +76,10 @@ class StageSpec:
             ``{strategy: later, portion: 0.5, multiplier: 3}``, parsed into a
             :class:`vexpress.training.schedules.TimestepBias` (beyond the paper). The stage configs leave it out, so
             existing stage keys are unchanged.
+        lr_scale: per parameter group, a factor on the stage's ``lr`` (e.g. ``{audio_projection: 3}``: the new
+            audio projection learns at three times the rate of the rest); groups must be trainable in the stage.
+            The official stages use one rate for everything; the stage configs leave it out, so existing stage keys
+            are unchanged.
     """
 
     name: str
@@ -92,6 +96,7 @@ class StageSpec:
     lip_loss_weight: Any = None
     timestep_bias: Any = None
     frozen: list[str] = field(default_factory=list)
+    lr_scale: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
@@ -112,6 +117,23 @@ class StageSpec:
             self.lip_loss_weight = as_schedule(self.lip_loss_weight, f"stage {self.name!r} lip_loss_weight", low=0.0)
         if self.timestep_bias is not None and not isinstance(self.timestep_bias, TimestepBias):
             self.timestep_bias = TimestepBias.from_config(self.timestep_bias, f"stage {self.name!r} timestep_bias")
+        if self.lr_scale:
+            scales = {}
+            for group, factor in dict(self.lr_scale).items():
+                if group not in self.trainable:
+                    raise InputError(f"stage {self.name!r}: lr_scale names {group!r}, which this stage does not "
+                                     f"train; choose from {self.trainable}")
+                try:
+                    factor = float(factor)
+                except (TypeError, ValueError):
+                    factor = float("nan")
+                if not factor > 0 or factor == float("inf"):
+                    raise InputError(f"stage {self.name!r}: lr_scale.{group} must be a positive number, got "
+                                     f"{self.lr_scale[group]!r}")
+                scales[str(group)] = factor
+            self.lr_scale = scales
+        else:
+            self.lr_scale = None
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
