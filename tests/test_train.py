@@ -32,16 +32,20 @@ def cache(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, cache):
+@pytest.mark.parametrize("extra", [[], ["+stage.lr_scale={audio_projection:3,motion_modules:0.5}"]],
+                         ids=["one_rate", "lr_scale"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, cache, extra):
     """Stop after step 2 (a checkpoint is written there), resume from last.ckpt: the weights after step 4 are
-    bit-identical to a run that was never interrupted (data order, dropout masks, noise, optimizer state)."""
-    full, killed_dir, first = ch.full_and_stopped_runs(tmp_path, STAGE, cache)
+    bit-identical to a run that was never interrupted (data order, dropout masks, noise, optimizer state; with
+    ``lr_scale``, an optimizer of several parameter groups)."""
+    stage = [*STAGE, *extra]
+    full, killed_dir, first = ch.full_and_stopped_runs(tmp_path, stage, cache)
     assert full[0]["global_step"] == 4
     assert first[0]["global_step"] == 2 and first[0]["export"] is None
     ckpt = killed_dir / "stages" / "0_joint" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     torch.load(ckpt, map_location="cpu", weights_only=True)  # the checkpoint is weights-only loadable
-    resumed = ch.run(ch.overrides(killed_dir, STAGE, cache))
+    resumed = ch.run(ch.overrides(killed_dir, stage, cache))
     assert resumed[0]["global_step"] == 4
     a, b = _export_tensors(Path(full[0]["export"])), _export_tensors(Path(resumed[0]["export"]))
     assert a.keys() == b.keys()
@@ -49,7 +53,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, cache):
     print(f"resume equality: {len(a) - len(diff)}/{len(a)} tensors bit-identical")
     assert not diff, f"{len(diff)} tensors differ after resume, e.g. {diff[0]}"
     # a finished stage is skipped on a re-run
-    again = ch.run(ch.overrides(killed_dir, STAGE, cache))
+    again = ch.run(ch.overrides(killed_dir, stage, cache))
     assert again[0].get("skipped")
 
 
