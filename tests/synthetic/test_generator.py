@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,59 @@ def test_a_cache_folder_that_cannot_take_files_is_a_one_line_error(tmp_path):
     with pytest.raises(InputError, match="synthetic cache folder .*taken") as exc:
         ensure_synthetic_dataset(SynthConfig(**SMALL), cache_dir=taken, workers=1)
     assert "\n" not in str(exc.value) and taken.read_text() == "x"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(),
+                    reason="reads process parents from Linux /proc")
+@pytest.mark.slow
+def test_sigterm_stops_a_parallel_run_at_once_and_cleanly(tmp_path):
+    """``kill`` on a ``vexpress-synth`` with 2 workers: the run ends as stopped (exit 143) without waiting for its
+    queue, no worker outlives it, no temporary clip folder is left, and the rerun finishes the set."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.preprocessing.test_reliability import _alive, _children
+    from vexpress.data.records import is_clip_done, load_manifest
+    from vexpress.utils.paths import REPO_ROOT
+
+    out = tmp_path / "out"
+    n = 16
+    cmd = [sys.executable, "-m", "vexpress.cli.synth", f"output={out}", "workers=2", f"synthetic.num_identities={n}",
+           "synthetic.heldout_identities=2", "synthetic.clips_per_identity=1", "synthetic.seconds=2.0",
+           f"hydra.run.dir={tmp_path / 'logs'}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers |= {c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            if len(workers) >= 2 and (out / "clips").is_dir() and \
+                    any(is_clip_done(out, p.name) for p in (out / "clips").iterdir() if not p.name.startswith(".")):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None and len(workers) >= 2, "the run ended before it could be stopped"
+        everyone = set(_children(proc.pid))
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(timeout=120)  # a liveness bound, not a speed claim
+        assert code == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for p in everyone):
+            time.sleep(0.1)
+        assert not [p for p in everyone if _alive(p)], "processes outlived the stopped run"
+    finally:
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+    done = [p.name for p in (out / "clips").iterdir() if not p.name.startswith(".")]
+    assert 1 <= len(done) < n, "the stop came too late to test anything"
+    assert not [p.name for p in out.rglob(".*")], "a stopped run left temporary files"
+    rerun = subprocess.run([a if a != "workers=2" else "workers=1" for a in cmd], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(load_manifest(out)) == n

@@ -72,6 +72,7 @@ def _run_in_pool(jobs: Sequence[Job], workers: int, threads: int, on_done: Calla
     from concurrent.futures.process import BrokenProcessPool
 
     from vexpress.errors import VExpressError
+    from vexpress.utils.native import stop_pool
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(os.getpid(),))
@@ -104,10 +105,9 @@ def _run_in_pool(jobs: Sequence[Job], workers: int, threads: int, on_done: Calla
         return results
     finally:
         if not finished:
-            # a failure or an interrupt stops the other jobs too: nothing keeps running after the demo ends
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                if proc.is_alive():
-                    proc.kill()
+            # a failure or an interrupt stops the other jobs too: nothing keeps running after the demo ends (a
+            # training job resumes from its checkpoints, so it is killed, not asked to finish)
+            stop_pool(pool, kill=True)
         pool.shutdown(wait=True, cancel_futures=True)
 
 

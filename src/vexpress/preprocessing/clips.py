@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -286,11 +285,11 @@ def _worker_setup(cfg_dict: dict, parent_pid: int | None = None) -> None:
     """Per-process set-up. In a pool worker (``parent_pid`` given) the process also ends when its parent ends, and
     SIGTERM (what a stopped run sends its workers) ends it through ``SystemExit``, so the clip it was writing leaves
     no temporary folder."""
-    from vexpress.utils.native import exit_with_parent, single_threaded_worker
+    from vexpress.utils.native import exit_on_sigterm, exit_with_parent, single_threaded_worker
 
     if parent_pid is not None:
         exit_with_parent(parent_pid)
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        exit_on_sigterm()
     single_threaded_worker()
     from vexpress.audio import build_audio_encoder
     from vexpress.preprocessing.face import FaceAnalyzer
@@ -298,23 +297,6 @@ def _worker_setup(cfg_dict: dict, parent_pid: int | None = None) -> None:
     cfg = PreprocessConfig.from_dict(cfg_dict)
     _WORKER.update(cfg=cfg, analyzer=FaceAnalyzer(mode="video", max_faces=2),
                    encoder=build_audio_encoder(cfg.audio_encoder), parent=parent_pid)
-
-
-def _exit_on_sigterm(signum, frame) -> None:  # noqa: ARG001
-    raise SystemExit(128 + signum)
-
-
-def _stop_workers(ex: Any, join_s: float = 10.0) -> None:
-    """End a stopped run's pool now: the queued clips are cancelled and each worker gets SIGTERM, which ends the clip
-    it is on cleanly (:func:`_worker_setup`). Without this, leaving the pool's ``with`` would wait for every queued
-    clip."""
-    procs = list((getattr(ex, "_processes", None) or {}).values())  # CPython's pool keeps its workers here
-    ex.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join(timeout=join_s)
 
 
 def _work(job: tuple[str, str, str]) -> dict:
@@ -468,6 +450,8 @@ def _preprocess(inputs: Sequence[str | os.PathLike] | str, out: Path, cfg: Prepr
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        from vexpress.utils.native import stop_pool
+
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                                  initializer=_worker_setup, initargs=(asdict(cfg), os.getpid())) as ex:
             try:
@@ -477,7 +461,7 @@ def _preprocess(inputs: Sequence[str | os.PathLike] | str, out: Path, cfg: Prepr
                     if bar:
                         bar.update(1)
             except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: do not wait for the queued clips
-                _stop_workers(ex)
+                stop_pool(ex)
                 raise
     else:
         _worker_setup(asdict(cfg))

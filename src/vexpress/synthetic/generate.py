@@ -208,6 +208,14 @@ def _write_one(args: tuple) -> dict:
     return meta
 
 
+def _worker_setup(parent_pid: int) -> None:
+    """A pool worker ends with its parent, and ends the clip it is writing cleanly on SIGTERM (``stop_pool``)."""
+    from vexpress.utils.native import exit_on_sigterm, exit_with_parent
+
+    exit_with_parent(parent_pid)
+    exit_on_sigterm()
+
+
 def generate_dataset(cfg: SynthConfig, out_dir: str | os.PathLike, workers: int = 2,
                      progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the whole set into ``out_dir`` (clip folders + manifest). Existing complete clips are kept."""
@@ -232,16 +240,20 @@ def generate_dataset(cfg: SynthConfig, out_dir: str | os.PathLike, workers: int 
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            from vexpress.utils.native import exit_with_parent
+            from vexpress.utils.native import stop_pool
 
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
-                                     initializer=exit_with_parent, initargs=(os.getpid(),)) as ex:
-                futures = [ex.submit(_write_one, j) for j in jobs]
-                for fut in as_completed(futures):
-                    fut.result()
-                    done += 1
-                    if progress:
-                        progress(done, total)
+                                     initializer=_worker_setup, initargs=(os.getpid(),)) as ex:
+                try:
+                    futures = [ex.submit(_write_one, j) for j in jobs]
+                    for fut in as_completed(futures):
+                        fut.result()
+                        done += 1
+                        if progress:
+                            progress(done, total)
+                except BaseException:  # stopped or failed: do not wait for the queued clips
+                    stop_pool(ex)
+                    raise
         else:
             for j in jobs:
                 _write_one(j)

@@ -99,3 +99,29 @@ def exit_with_parent(parent_pid: int | None = None, poll_seconds: float = 1.0) -
 def parent_alive(parent_pid: int) -> bool:
     """Whether this process's parent is still ``parent_pid`` (an orphan is re-parented to init or a reaper)."""
     return os.getppid() == int(parent_pid)
+
+
+def exit_on_sigterm() -> None:
+    """In a pool worker: SIGTERM raises ``SystemExit`` (exit 143), so the ``finally`` blocks of the work it is on
+    run (an atomic write removes its temporary file or folder) before the process ends. :func:`stop_pool` sends it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def _raise_exit(signum, frame) -> None:  # noqa: ARG001
+    raise SystemExit(128 + signum)
+
+
+def stop_pool(pool, kill: bool = False, join_s: float = 10.0) -> None:
+    """End a ``ProcessPoolExecutor`` of a run that is being stopped or has failed, without waiting for its queue:
+    queued work is cancelled and every live worker gets SIGTERM (``kill=True``: SIGKILL), then is joined for at most
+    ``join_s`` seconds. Leaving the pool's ``with`` block alone would wait for every queued item. Workers set up with
+    :func:`exit_on_sigterm` end the item they are on cleanly."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython's pool keeps its workers here
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill() if kill else proc.terminate()
+    for proc in procs:
+        proc.join(timeout=join_s)
