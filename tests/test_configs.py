@@ -81,7 +81,7 @@ def test_stage_folders_come_from_the_curriculum_layout(tmp_path):
 def test_experiment_stages_instantiate(experiment, tmp_path):
     """The curriculum, each stage spec and the dropout rates of every experiment are valid objects."""
     from vexpress.training.dropout import DropSchedule
-    from vexpress.training.runner import check_stage_names, compose_stage_config
+    from vexpress.training.runner import check_stage_names, compose_stage_config, with_stage_overrides
 
     ov = ch.overrides(tmp_path, [f"experiment={experiment}"])
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -92,7 +92,7 @@ def test_experiment_stages_instantiate(experiment, tmp_path):
         check_stage_names(list(curriculum.stages) + list(curriculum.stage_overrides))
         for name in curriculum.stages:
             scfg = compose_stage_config(ov, name)
-            spec = instantiate(OmegaConf.merge(scfg.stage, curriculum.stage_overrides.get(name, {})))
+            spec = instantiate(with_stage_overrides(scfg.stage, curriculum.stage_overrides.get(name)))
             assert spec.name == name
             DropSchedule.from_config(OmegaConf.to_container(scfg.dropout.rates, resolve=True))
 

@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, MutableMapping, Sequence
+from typing import Any, Mapping, MutableMapping, Sequence
 
 import lightning.pytorch as pl
 from hydra import compose
@@ -75,6 +75,16 @@ def check_stage_names(names: Sequence[str]) -> None:
     bad = sorted({n for n in names if n not in known})
     if bad:
         raise InputError(f"curriculum names unknown stages {bad}; stage configs are {known}")
+
+
+def with_stage_overrides(stage: DictConfig, delta: Mapping[str, Any] | None) -> DictConfig:
+    """A stage's config with a curriculum's ``stage_overrides`` entry merged on top. The entry may set options that
+    the stage's YAML leaves out (``timestep_bias``, ``lr_scale``: absent there so that existing stage keys stay)."""
+    if not delta:
+        return stage
+    base = OmegaConf.create(OmegaConf.to_container(stage, resolve=False))
+    OmegaConf.set_struct(base, False)
+    return OmegaConf.merge(base, OmegaConf.create(dict(delta)))
 
 
 def stage_key(scfg: DictConfig, previous: str = "") -> str:
@@ -243,9 +253,7 @@ class CurriculumRunner:
         scfg.stage_index = index
         for key, value in curriculum.stage_paths(self.root, index).items():
             scfg[key] = value
-        delta = curriculum.stage_overrides.get(name)
-        if delta:
-            scfg.stage = OmegaConf.merge(scfg.stage, OmegaConf.create(dict(delta)))
+        scfg.stage = with_stage_overrides(scfg.stage, curriculum.stage_overrides.get(name))
         scfg.stage.init_from = curriculum.init_source(self.root, index, scfg.stage.get("init_from"))
         previous = ""
         if index > 0 and curriculum.chain:
