@@ -81,7 +81,7 @@ def test_demo_smoke(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process parents from Linux /proc")
 @pytest.mark.slow
 def test_killed_demo_leaves_no_training_process(tmp_path):
-    from tests.preprocessing.test_reliability import _alive, _children
+    from tests.helpers.processes import assert_all_end, kill_all, pool_workers
 
     random_demo_foundation(tmp_path / "foundation")
     data = [*SMALL_DATA, "data.synthetic.num_identities=4", "data.synthetic.heldout_identities=2"]
@@ -96,21 +96,16 @@ def test_killed_demo_leaves_no_training_process(tmp_path):
         deadline = time.monotonic() + 400
         logs = [tmp_path / "out" / "runs" / f"train_{run}.log" for run in ("recipe", "joint_only")]
         while time.monotonic() < deadline and proc.poll() is None:
-            workers |= {c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            workers |= pool_workers(proc.pid)
             if len(workers) >= 2 and all(p.is_file() and "stage 1/" in p.read_text() for p in logs):
                 break
             time.sleep(0.2)
         assert proc.poll() is None and len(workers) >= 2, "the demo ended before both lanes trained"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(w) for w in workers):
-            time.sleep(0.1)
-        assert not [w for w in workers if _alive(w)], "training processes outlived the killed demo"
+        assert_all_end(workers, 10, "training processes outlived the killed demo")
     finally:
-        for w in workers:
-            if _alive(w):
-                os.kill(w, signal.SIGKILL)
+        kill_all(workers)
         if proc.poll() is None:
             proc.kill()
 

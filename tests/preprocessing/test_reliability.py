@@ -13,31 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.processes import assert_all_end, children, kill_all, pool_workers
 from vexpress.data.records import is_clip_done, load_manifest, scan_clips
-
-
-def _children(pid: int) -> list[int]:
-    """Live (non-zombie) processes whose parent is ``pid``, read from /proc."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
 
 
 def _run_cli(overrides: list[str], capsys) -> tuple[int, str, str, object]:
@@ -76,23 +53,17 @@ def test_killed_run_leaves_no_worker_and_resumes(video_factory, tmp_path, sig):
         # wait until both workers run and one clip is finished (so the rerun has something to resume)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            workers |= {c for c in _children(proc.pid)
-                        if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            workers |= pool_workers(proc.pid)
             if len(workers) >= 2 and any(is_clip_done(out, f"v{i}_1") for i in range(3)):
                 break
             time.sleep(0.2)
         assert proc.poll() is None and len(workers) >= 2, "the run ended before it could be killed"
-        everyone = set(_children(proc.pid))  # workers and multiprocessing's resource tracker
+        everyone = set(children(proc.pid))  # workers and multiprocessing's resource tracker
         os.kill(proc.pid, sig)
         code = proc.wait(timeout=120)  # a liveness bound: a stopped run that waited for its queue would take longer
-        deadline = time.monotonic() + 20  # a liveness bound, not a speed claim: orphans would live forever
-        while time.monotonic() < deadline and any(_alive(p) for p in everyone):
-            time.sleep(0.1)
-        assert not [p for p in everyone if _alive(p)], "processes outlived the killed run"
+        assert_all_end(everyone, 20, "processes outlived the killed run")
     finally:
-        for p in workers:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_all(workers)
     done_before = {c.id for c in scan_clips(out)}
     assert len(done_before) >= 1
     if sig == signal.SIGTERM:

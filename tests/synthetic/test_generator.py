@@ -203,7 +203,7 @@ def test_sigterm_stops_a_parallel_run_at_once_and_cleanly(tmp_path):
     import sys
     import time
 
-    from tests.preprocessing.test_reliability import _alive, _children
+    from tests.helpers.processes import assert_all_end, children, kill_all, pool_workers
     from vexpress.data.records import is_clip_done, load_manifest
     from vexpress.utils.paths import REPO_ROOT
 
@@ -218,24 +218,19 @@ def test_sigterm_stops_a_parallel_run_at_once_and_cleanly(tmp_path):
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            workers |= {c for c in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+            workers |= pool_workers(proc.pid)
             if len(workers) >= 2 and (out / "clips").is_dir() and \
                     any(is_clip_done(out, p.name) for p in (out / "clips").iterdir() if not p.name.startswith(".")):
                 break
             time.sleep(0.1)
         assert proc.poll() is None and len(workers) >= 2, "the run ended before it could be stopped"
-        everyone = set(_children(proc.pid))
+        everyone = set(children(proc.pid))
         os.kill(proc.pid, signal.SIGTERM)
         code = proc.wait(timeout=120)  # a liveness bound, not a speed claim
         assert code == 128 + signal.SIGTERM
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(p) for p in everyone):
-            time.sleep(0.1)
-        assert not [p for p in everyone if _alive(p)], "processes outlived the stopped run"
+        assert_all_end(everyone, 20, "processes outlived the stopped run")
     finally:
-        for p in workers:
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_all(workers)
         if proc.poll() is None:
             proc.kill()
     done = [p.name for p in (out / "clips").iterdir() if not p.name.startswith(".")]
