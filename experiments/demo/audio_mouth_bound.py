@@ -31,9 +31,9 @@ import torch
 EXPLORATION_CLIPS = 8
 
 
-def windows_and_openings(records, frames: int | None = None, net=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: the audio window as the model sees it (or, given ``net``, its projected audio tokens), flattened,
-    and the truth's mouth opening."""
+def windows_and_openings(records, frames: int | None = None, net=None, flatten: bool = True):
+    """Per frame: the audio window as the model sees it (or, given ``net``, its projected audio tokens), and the
+    truth's mouth opening; numpy arrays with each window flattened, or (``flatten=False``) float tensors."""
     from vexpress.audio.windows import audio_windows
 
     xs, ys = [], []
@@ -46,8 +46,10 @@ def windows_and_openings(records, frames: int | None = None, net=None) -> tuple[
         else:
             with torch.no_grad():
                 x = net.encode_audio(audio_windows(feats, len(truth), net.config.num_padding_audio_frames)[:n][None])[0]
-        xs.append(x.reshape(n, -1).numpy())
+        xs.append(x.reshape(n, -1).numpy() if flatten else x.float())
         ys.append(truth[:n])
+    if not flatten:
+        return torch.cat(xs), torch.from_numpy(np.concatenate(ys))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -103,23 +105,12 @@ def main(argv: list[str] | None = None) -> int:
 def fit_projection(train, held, depth: int, args) -> None:
     """The tiny audio projection at ``depth`` (+ a linear head on its flattened tokens) fitted on the opening with
     the MLP's loss, batch, steps and rate; scored like the regressors."""
-    from vexpress.audio.windows import audio_windows
     from vexpress.models.audio_projection import AudioProjection
     from vexpress.models.config import VExpressConfig
 
-    def windows(records, frames=None):
-        xs, ys = [], []
-        for rec in records:
-            truth = np.asarray(rec.gt_mouth, np.float32)[:, 0]
-            n = len(truth) if frames is None else min(frames, len(truth))
-            feats = torch.as_tensor(np.asarray(rec.audio_features, np.float32))
-            xs.append(audio_windows(feats, len(truth))[:n].float())
-            ys.append(torch.from_numpy(truth[:n]))
-        return torch.cat(xs), torch.cat(ys)
-
-    xt, yt = windows(train)
-    xe, ye = windows(held)
-    x16, y16 = windows(held, 16)
+    xt, yt = windows_and_openings(train, flatten=False)
+    xe, ye = windows_and_openings(held, flatten=False)
+    x16, y16 = windows_and_openings(held, 16, flatten=False)
     geometry = VExpressConfig.tiny(audio_embedding_dim=int(xt.shape[-1]),
                                    audio_projection_depth=depth).audio_projection
     for seed in range(args.mlp_seeds):

@@ -282,9 +282,10 @@ class VExpressLitModule(pl.LightningModule):
         if not self.lr_scale:
             return params
         by_name = dict(self.net.named_parameters())
+        names = self.net.parameter_groups()
         scaled, taken = [], set()
         for group, factor in sorted(self.lr_scale.items()):
-            members = [by_name[n] for n in self.net.parameter_groups()[group] if by_name[n].requires_grad]
+            members = [by_name[n] for n in names[group] if by_name[n].requires_grad]
             taken.update(id(p) for p in members)
             if members:
                 scaled.append({"params": members, "lr_scale": float(factor), "name": group})
