@@ -84,3 +84,30 @@ def test_mouth_error_split_finds_a_known_gain_offset_and_lag():
 
     with pytest.raises(InputError, match="clips, frames"):
         mouth_error_split(true[:, :4], true[:, :4])
+
+
+def test_appearance_error_split_separates_a_clip_colour_from_flicker():
+    from vexpress.errors import InputError
+    from vexpress.evaluation.synthetic import appearance_error_split
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.2, 0.8, size=(5, 6))  # 5 clips, two regions
+    cast = np.array([0.0, -0.03, 0.02, 0.01, 0.0, 0.0])  # a colour cast on the first region, for every frame
+    flicker = rng.normal(0.0, 0.01, size=(5, 8, 6))
+    flicker -= flicker.mean(axis=1, keepdims=True)  # zero mean within each clip
+    split = appearance_error_split(ref[:, None] + cast + flicker, ref, regions=["background", "skin"])
+    assert split["clip_rms"] == pytest.approx(np.sqrt(np.mean(cast ** 2)))
+    assert split["frame_rms"] == pytest.approx(np.sqrt(np.mean(flicker ** 2)))
+    assert split["rms"] ** 2 == pytest.approx(split["clip_rms"] ** 2 + split["frame_rms"] ** 2)
+    assert split["by_region"]["background"]["signed_mean_rgb"] == pytest.approx([0.0, -0.03, 0.02], abs=1e-12)
+    assert split["toward_mean"] == pytest.approx(0.0, abs=1e-9) and len(split["rms_by_frame"]) == 8
+
+    mean_colour = ref.mean(axis=0)  # every clip drawn half-way to the average colour: slope -0.5
+    pulled = np.repeat((0.5 * ref + 0.5 * mean_colour)[:, None], 4, axis=1)
+    assert appearance_error_split(pulled, ref)["toward_mean"] == pytest.approx(-0.5)
+
+    outside = ref[:, None] + np.zeros((5, 3, 6))
+    outside[:, :, 3:] = np.nan  # a region outside every frame is left out, not propagated
+    assert appearance_error_split(outside, ref)["rms"] == pytest.approx(0.0)
+    with pytest.raises(InputError, match="3 x regions"):
+        appearance_error_split(np.zeros((2, 3, 5)), np.zeros((2, 5)))

@@ -178,5 +178,42 @@ def mouth_error_split(measured: Any, true: Any, max_lag: int = 2) -> Dict[str, A
     }
 
 
+def appearance_error_split(measured: Any, reference: Any, regions: Sequence[str] | None = None) -> Dict[str, Any]:
+    """Where an identity error comes from, from appearance descriptors ``(clips, frames, 3 * regions)`` measured in
+    generated clips (``measure_clip``'s ``appearance``) and the reference colours ``(clips, 3 * regions)`` they are
+    scored against (the truth's frame 0, as ``identity_err`` of :class:`SyntheticSpec`).
+
+    Returns ``rms`` (all frames; ``identity_err`` is the mean of the per-frame RMS, this the RMS of all of them),
+    ``clip_rms`` (the RMS of each clip's mean error: a colour that is wrong for the whole clip) and ``frame_rms``
+    (what is left around each clip's mean: flicker), with ``rms**2 = clip_rms**2 + frame_rms**2``; per region
+    (``regions``: names for the groups of three channels, e.g. ``APPEARANCE_REGIONS``) its signed mean RGB error and
+    both RMS parts; ``rms_by_frame`` per position in the window; and ``toward_mean``: the slope of each clip's mean
+    error on its reference's distance from the clips' mean colour (about -1: every clip drawn in the average colour,
+    0: no pull towards the average). NaN channels (a region outside the frame) are left out."""
+    app = np.asarray(measured, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if app.ndim != 3 or ref.shape != (app.shape[0], app.shape[2]) or app.shape[2] % 3:
+        raise InputError(f"measured colours must be (clips, frames, 3 x regions) and the reference (clips, 3 x "
+                         f"regions), got {app.shape} and {ref.shape}")
+    names = list(regions) if regions is not None else [f"region{i}" for i in range(app.shape[2] // 3)]
+    if len(names) * 3 != app.shape[2]:
+        raise InputError(f"{len(names)} region names for {app.shape[2]} channels (3 per region)")
+    err = app - ref[:, None]
+    clip_mean = np.nanmean(err, axis=1)
+
+    def parts(e: np.ndarray, m: np.ndarray) -> dict[str, float]:
+        return {"rms": float(np.sqrt(np.nanmean(e ** 2))), "clip_rms": float(np.sqrt(np.nanmean(m ** 2))),
+                "frame_rms": float(np.sqrt(np.nanmean((e - m[:, None]) ** 2)))}
+
+    by_region = {n: {"signed_mean_rgb": np.nanmean(err[..., 3 * i:3 * i + 3], axis=(0, 1)).tolist(),
+                     **parts(err[..., 3 * i:3 * i + 3], clip_mean[:, 3 * i:3 * i + 3])}
+                 for i, n in enumerate(names)}
+    x, y = (ref - np.nanmean(ref, axis=0)).ravel(), clip_mean.ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    slope = float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() > 2 and x[ok].std() > 0 else float("nan")
+    return {**parts(err, clip_mean), "by_region": by_region, "toward_mean": slope,
+            "rms_by_frame": np.sqrt(np.nanmean(err ** 2, axis=(0, 2))).tolist()}
+
+
 __all__ = ["SyntheticItem", "evaluate_synthetic", "shuffled_audio_sources", "default_synthetic_metrics",
-           "mouth_control_summary", "mouth_error_split"]
+           "mouth_control_summary", "mouth_error_split", "appearance_error_split"]
