@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-EXPLORATION_CLIPS = 8
+from _exploration import EXPLORATION_CLIPS
 
 
 class CaptionTokens:

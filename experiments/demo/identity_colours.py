@@ -17,47 +17,28 @@ reporting a finished choice, never for making one.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-
-EXPLORATION_CLIPS = 8
+from _exploration import add_model_arguments, open_model
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--demo-output", required=True, help="a vexpress-demo output_dir (its report.json and runs/)")
-    ap.add_argument("--run", default="recipe", help="which run's final export (default: recipe)")
-    ap.add_argument("--export", help="a stage export folder instead of the run's final one")
-    ap.add_argument("--clips", type=int, default=EXPLORATION_CLIPS)
-    ap.add_argument("--allow-report-clips", action="store_true")
+    add_model_arguments(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True, help="JSON file: the split for the model and for the VAE floor")
     args = ap.parse_args(argv)
-    if args.clips > EXPLORATION_CLIPS and not args.allow_report_clips:
-        ap.error(f"--clips {args.clips} reaches the report clips (only the first {EXPLORATION_CLIPS} serve "
-                 "exploration); add --allow-report-clips to report a finished choice")
 
-    from vexpress.data.records import load_manifest
-    from vexpress.demo.distill import run_export
-    from vexpress.demo.evaluate import export_pipeline, generate_clip
+    from vexpress.demo.evaluate import generate_clip
     from vexpress.evaluation.synthetic import appearance_error_split
     from vexpress.synthetic.measure import APPEARANCE_REGIONS, appearance_descriptor, measure_clip, scale_pose
     from vexpress.utils.io import write_json
 
     torch.set_num_threads(args.threads)
-    demo = Path(args.demo_output)
-    report = json.loads((demo / "report.json").read_text())
-    proto = dict(report["protocol"])
-    frames = int(proto.get("frames") or 16)
-    ecfg = OmegaConf.create({**proto, "frames": frames})
-    export = Path(args.export) if args.export else run_export(demo, report, args.run)
-    held = load_manifest(report["data"]["root"], split="heldout")[: args.clips]  # clips from 0: exploration first
-    pipe = export_pipeline(export, ecfg, (report.get("vae") or {}).get("dir"))  # decoded as the report decodes
+    export, held, pipe, ecfg = open_model(ap, args)
+    frames = int(ecfg.frames)
     fit = bool(ecfg.get("fit_pose", True))
     gen, vae, refs = [], [], []
     for rec in held:
