@@ -8,8 +8,7 @@ around it, the signed error per region, the error per position in the window, an
 average colour. The same split of the VAE's reconstructions of the truth (the latent model's floor) is printed
 beside it.
 
-Exploration clips only (the first 8 held-out clips, as every choice of the demo): ``--allow-report-clips`` is for
-reporting a finished choice, never for making one.
+Which clips it reads, and why the report's need ``--allow-report-clips``: ``_exploration.py``.
 
     .venv/bin/python experiments/demo/identity_colours.py --demo-output demo_output --run recipe --out colours.json
 """
