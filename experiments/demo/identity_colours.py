@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="JSON file: the split for the model and for the VAE floor")
     args = ap.parse_args(argv)
 
-    from vexpress.demo.evaluate import generate_clip
+    from vexpress.demo.evaluate import generate_clip, vae_roundtrip
     from vexpress.evaluation.synthetic import appearance_error_split
     from vexpress.synthetic.measure import APPEARANCE_REGIONS, appearance_descriptor, measure_clip, scale_pose
     from vexpress.utils.io import write_json
@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         refs.append(appearance_descriptor(truth[0], scale_pose(rec.gt_pose[0].numpy(), 1.0)))
         out = generate_clip(pipe, rec, rec, frames, ecfg)
         gen.append(measure_clip(out, rec, np.arange(len(out)), fit=fit)["appearance"])
-        x = torch.from_numpy(truth).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        with torch.no_grad():
-            rec_x = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-        recon = rec_x.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        recon = vae_roundtrip(pipe.vae, truth)
         vae.append(measure_clip(recon, rec, np.arange(len(recon)), fit=fit)["appearance"])
     regions = list(APPEARANCE_REGIONS)
     result = {"export": str(export), "clips": [r.id for r in held],

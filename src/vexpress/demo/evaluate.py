@@ -121,15 +121,21 @@ def per_clip_errors(csv_path: Path) -> dict[str, dict[str, float]]:
 
 
 @torch.no_grad()
+def vae_roundtrip(vae: Any, frames: np.ndarray) -> np.ndarray:
+    """uint8 frames (T, H, W, 3) through the VAE and back (the posterior's mean): what a latent model could at best
+    reproduce of them."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    out = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
 def evaluate_vae_floor(vae: Any, records: Sequence[Any], ecfg: Any) -> dict[str, Any]:
     """The same measurement on VAE reconstructions of the ground-truth frames: the best a latent model can score."""
     items = []
     for rec in records:
         frames = rec.frames(range(min(int(ecfg.frames), int(rec.num_frames))))  # only the evaluated frames
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        out = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-        items.append(SyntheticItem(rec, frames=out.add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy(),
-                                   fps=float(rec.fps)))
+        items.append(SyntheticItem(rec, frames=vae_roundtrip(vae, frames), fps=float(rec.fps)))
     res = evaluate_synthetic(items, run_name="vae", include_gt=False, fit_pose=bool(ecfg.fit_pose),
                              frame_stride=int(ecfg.frame_stride))
     return {k: v for k, v in res.summary.get("vae", {}).items()}
