@@ -8,7 +8,14 @@ as the demo does (mouth error, shuffled / correct ratio, identity, pose). If the
 floor, the networks can draw the mouth and sample it in 10 steps: what the demo loses is on the way from the audio
 to the cross-attention. No report clip (8-31) is read.
 
-    .venv/bin/python experiments/demo/caption_oracle.py [--foundation DIR] [--mode captions|silent] [--out DIR]
+``--mode heard`` feeds captions *decoded from the audio* instead of the truth's: the foundation's speech encoder's
+own training heads (phone class and voicing level per 20 ms row, read from the very features the demo's audio
+projection reads) turned into each frame's opening, width and vowel by the synthetic world's rule
+(``vexpress.synthetic.speech.mouth_track``). That is the best an audio path can do with what the encoder hears: if
+its mouth error is near the truth's captions', the encoder's features are not the limit, and what is lost is the
+projection's and attention's learning; if it is far above, no training of the audio path can reach the truth's.
+
+    .venv/bin/python experiments/demo/caption_oracle.py [--foundation DIR] [--mode captions|heard|silent] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +41,42 @@ class CaptionTokens:
         return self.tokens[frames.start:frames.stop][None]
 
 
+def heard_captions(features: np.ndarray, heads: dict[str, torch.Tensor], num_frames: int, fps: float,
+                   rows_per_second: float) -> np.ndarray:
+    """(num_frames, 3) captions decoded from an utterance's encoder features (N, D) by the encoder's heads.
+
+    Row ``j`` stands for the samples around ``j / rows_per_second`` s (a centred STFT frame); frame ``i`` averages the
+    rows whose spans overlap ``[i / fps, (i + 1) / fps)``, weighted by the overlap. The frame's voicing level is that
+    average of the heads' level, its vowel the largest level-weighted vowel probability (silent below 1e-3), and its
+    opening and width follow ``mouth_track``'s rule."""
+    from vexpress.data.captions import NUM_VOWEL_CLASSES
+    from vexpress.synthetic.speech import NEUTRAL_WIDTH, VOWEL_NAMES, VOWELS
+
+    with torch.no_grad():
+        out = torch.as_tensor(features, dtype=torch.float32) @ heads["weight"].float().T + heads["bias"].float()
+    level = torch.sigmoid(out[:, -1]).numpy()
+    vowel_prob = torch.softmax(out[:, :-1], dim=-1)[:, 1:].numpy()  # class 0: silence or consonant noise
+    opens = np.array([VOWELS[v]["open"] for v in VOWEL_NAMES])
+    widths = np.array([VOWELS[v]["width"] for v in VOWEL_NAMES])
+    n = level.shape[0]
+    captions = np.zeros((num_frames, 3), np.float32)
+    for i in range(num_frames):
+        a, b = i / fps * rows_per_second, (i + 1) / fps * rows_per_second  # the frame's span, in rows
+        rows = np.arange(max(0, int(np.floor(a - 0.5))), min(n, int(np.ceil(b + 0.5))))
+        weight = np.clip(np.minimum(rows + 0.5, b) - np.maximum(rows - 0.5, a), 0.0, None)
+        if rows.size == 0 or weight.sum() <= 0:
+            captions[i] = (0.0, NEUTRAL_WIDTH, 0.0)
+            continue
+        e = float((weight * level[rows]).sum() / weight.sum())
+        votes = (weight[:, None] * level[rows, None] * vowel_prob[rows]).sum(0)
+        if e < 1e-3:
+            captions[i] = (0.0, NEUTRAL_WIDTH, 0.0)
+            continue
+        v = int(np.argmax(votes))
+        captions[i] = (e * opens[v], NEUTRAL_WIDTH + e * (widths[v] - NEUTRAL_WIDTH), (v + 1) / NUM_VOWEL_CLASSES)
+    return captions
+
+
 def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -53,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--foundation", default="experiments/foundation/weights")
-    ap.add_argument("--mode", choices=("captions", "silent"), default="captions")
+    ap.add_argument("--mode", choices=("captions", "heard", "silent"), default="captions")
     ap.add_argument("--out", default=None, help="folder for the per-clip table (default: a temporary folder)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -80,12 +123,28 @@ def main(argv: list[str] | None = None) -> int:
                             audio_encoder=build_audio_encoder(dict(cfg.eval.audio_encoder)),
                             sampler=str(cfg.eval.sampler), device="cpu", dtype="fp32")
     captioner = instantiate(manifest["caption_encoder"])
+    heads, heard_mae = None, []
+    if args.mode == "heard":
+        from safetensors.torch import load_file
+
+        from vexpress.audio.phonetic import WEIGHTS, read_phonetic_config
+
+        encoder_dir = Path(str(cfg.eval.audio_encoder.path))
+        rows_per_second = float(read_phonetic_config(encoder_dir)["front_end"]["rate_hz"])
+        heads = {k.split(".", 1)[1]: v for k, v in load_file(str(encoder_dir / WEIGHTS)).items()
+                 if k.startswith("heads.")}
 
     def captions_of(pipe, record, audio_record) -> None:  # noqa: ARG001 - the pipeline hears the audio clip's captions
         def encode(audio, num_frames, features=False):  # noqa: ARG001
             if args.mode == "silent":
                 return None
-            values = torch.from_numpy(frame_captions(audio_record, np.arange(num_frames)))
+            truth = frame_captions(audio_record, np.arange(num_frames))
+            if heads is not None:
+                heard = heard_captions(np.asarray(audio_record.audio_features, np.float32), heads, num_frames,
+                                       float(audio_record.fps), rows_per_second)
+                heard_mae.append(np.abs(heard - truth).mean(0))
+                truth = heard
+            values = torch.from_numpy(truth)
             return CaptionTokens(captioner(values).to(pipe.dtype))
         pipe.encode_audio = encode
 
@@ -93,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     r = evaluate_pipeline(pipe, f"foundation [{args.mode}]", records, shuffled, cfg.eval, out, include_gt=False,
                           before_clip=captions_of)
     r.pop("per_clip")
+    if heard_mae:  # how far the decoded captions are from the truth's (mean absolute error per attribute)
+        r["heard_caption_mae"] = dict(zip(("opening", "width", "vowel"), np.mean(heard_mae, 0).round(4).tolist()))
     print(json.dumps({"foundation": str(foundation), "mode": args.mode, **r}))
     return 0
 
