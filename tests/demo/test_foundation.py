@@ -179,6 +179,41 @@ def test_a_first_stage_key_follows_the_foundation_it_starts_from(tmp_path):
     assert stage_key(plain) != stage_key(cfg)
 
 
+def test_stage_keys_follow_the_foundations_contents_not_its_folder(tmp_path):
+    """Every stage of a demo run reads the foundation three ways (networks, VAE, speech encoder): a copy of the
+    foundation in another folder keeps every key; a refitted speech encoder or VAE encoder changes them, a
+    fine-tuned VAE decoder does not (the latents, so what the stages learn, stay)."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers.tiny import random_demo_foundation
+    from vexpress.training.runner import stage_key
+
+    def demo_stage(f, name="image", previous=""):
+        return OmegaConf.create({
+            "stage": {"name": name, **({} if previous else {"init_from": str(f)})}, "seed": 0,
+            "model": {"vae": {"_target_": "vexpress.models.weights.load_foundation_vae", "directory": str(f)}},
+            "data": {"synthetic": {"seed": 0, "audio_encoder": {"name": "phonetic", "path": str(f / "audio_encoder")}},
+                     "cache_dir": str(f.parent / "cache")}})
+
+    random_demo_foundation(tmp_path / "f")
+    shutil.copytree(tmp_path / "f", tmp_path / "elsewhere" / "f")
+    keys = [stage_key(demo_stage(tmp_path / "f")), stage_key(demo_stage(tmp_path / "f", "joint", "abc"))]
+    assert [stage_key(demo_stage(tmp_path / "elsewhere" / "f")),
+            stage_key(demo_stage(tmp_path / "elsewhere" / "f", "joint", "abc"))] == keys
+
+    vae = load_foundation_vae(tmp_path / "f")
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(0.5)
+    replace_foundation_vae_decoder(tmp_path / "f", vae, {"steps": 1})
+    assert stage_key(demo_stage(tmp_path / "f")) == keys[0]
+
+    torch.manual_seed(1)
+    refit = save_phonetic_encoder(tmp_path / "enc", PhoneticNet(hidden=16, dim=80, kernel=3, layers=1),
+                                  {"n_mels": 80, "rate_hz": 50.0}, {})
+    add_foundation_audio_encoder(tmp_path / "elsewhere" / "f", refit, {"steps": 1})
+    assert stage_key(demo_stage(tmp_path / "elsewhere" / "f", "joint", "abc")) != keys[1]
+
+
 @pytest.mark.skipif(not (SHIPPED / "foundation.json").is_file(), reason="no shipped foundation in this checkout")
 def test_shipped_foundation_loads_strictly_into_the_demo_model():
     manifest = read_foundation_manifest(SHIPPED)

@@ -40,7 +40,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vexpress.errors import InputError
-from vexpress.models.weights import foundation_networks_digest, is_foundation
+from vexpress.models.weights import foundation_networks_digest, is_foundation, load_foundation_vae, vae_encoder_digest
+from vexpress.synthetic.generate import encoder_identity
 from vexpress.training.checkpoints import resume_checkpoint
 from vexpress.training.curriculum import Curriculum
 from vexpress.utils.io import write_json
@@ -105,6 +106,7 @@ def stage_key(scfg: DictConfig, previous: str = "") -> str:
         # the same path is another starting point, a copy elsewhere the same one); other keys are as before
         part["foundation"] = foundation_networks_digest(str(init_from))
         part["stage"] = {k: v for k, v in part["stage"].items() if k != "init_from"}
+    _content_not_place(part)
     callbacks = c.get("callbacks") or {}
     ema = callbacks.get("ema")
     if ema and (callbacks.get("stage_export") or {}).get("use_ema", True):
@@ -112,6 +114,21 @@ def stage_key(scfg: DictConfig, previous: str = "") -> str:
         part["ema"] = {k: ema.get(k) for k in ("decay", "warmup", "every_n_steps")}
     blob = json.dumps(part, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _content_not_place(part: dict) -> None:
+    """Replace, in a stage key's parts, the folders whose files decide the stage by what they hold: a synthetic
+    set's audio encoder (its files' digest, as the data's own cache key has it) and a foundation's VAE (its encoder
+    half: the latents a stage learns from; a decoder fine-tune leaves stages valid). So the same foundation in
+    another folder or checkout reuses trained stages, and a refitted one does not."""
+    synthetic = (part.get("data") or {}).get("synthetic")
+    if isinstance(synthetic, dict) and isinstance(synthetic.get("audio_encoder"), dict):
+        part["data"]["synthetic"] = {**synthetic, "audio_encoder": encoder_identity(synthetic["audio_encoder"])}
+    vae = (part.get("model") or {}).get("vae")
+    if isinstance(vae, dict) and vae.get("directory") and is_foundation(str(vae["directory"])):
+        encoder = vae_encoder_digest(load_foundation_vae(str(vae["directory"])))
+        part["model"] = {**part["model"], "vae": {**{k: v for k, v in vae.items() if k != "directory"},
+                                                  "foundation_vae_encoder": encoder}}
 
 
 def _task_overrides() -> list[str]:
