@@ -45,36 +45,22 @@ def heard_captions(features: np.ndarray, heads: dict[str, torch.Tensor], num_fra
                    rows_per_second: float) -> np.ndarray:
     """(num_frames, 3) captions decoded from an utterance's encoder features (N, D) by the encoder's heads.
 
-    Row ``j`` stands for the samples around ``j / rows_per_second`` s (a centred STFT frame); frame ``i`` averages the
-    rows whose spans overlap ``[i / fps, (i + 1) / fps)``, weighted by the overlap. The frame's voicing level is that
-    average of the heads' level, its vowel the largest level-weighted vowel probability (silent below 1e-3), and its
-    opening and width follow ``mouth_track``'s rule."""
-    from vexpress.data.captions import NUM_VOWEL_CLASSES
-    from vexpress.synthetic.speech import NEUTRAL_WIDTH, VOWEL_NAMES, VOWELS
+    Row ``j`` stands for the samples around ``j / rows_per_second`` s (a centred STFT frame). The heads' voicing level
+    and level-weighted vowel probabilities are spread back over those samples and handed to the synthetic world's own
+    rule (``vexpress.synthetic.speech.mouth_track``: a frame's level is the mean over its samples, its vowel the
+    loudest), as if they were the synthesiser's plan."""
+    from vexpress.data.captions import captions_from_mouth
+    from vexpress.synthetic.speech import SAMPLE_RATE, mouth_track
 
     with torch.no_grad():
         out = torch.as_tensor(features, dtype=torch.float32) @ heads["weight"].float().T + heads["bias"].float()
     level = torch.sigmoid(out[:, -1]).numpy()
     vowel_prob = torch.softmax(out[:, :-1], dim=-1)[:, 1:].numpy()  # class 0: silence or consonant noise
-    opens = np.array([VOWELS[v]["open"] for v in VOWEL_NAMES])
-    widths = np.array([VOWELS[v]["width"] for v in VOWEL_NAMES])
-    n = level.shape[0]
-    captions = np.zeros((num_frames, 3), np.float32)
-    for i in range(num_frames):
-        a, b = i / fps * rows_per_second, (i + 1) / fps * rows_per_second  # the frame's span, in rows
-        rows = np.arange(max(0, int(np.floor(a - 0.5))), min(n, int(np.ceil(b + 0.5))))
-        weight = np.clip(np.minimum(rows + 0.5, b) - np.maximum(rows - 0.5, a), 0.0, None)
-        if rows.size == 0 or weight.sum() <= 0:
-            captions[i] = (0.0, NEUTRAL_WIDTH, 0.0)
-            continue
-        e = float((weight * level[rows]).sum() / weight.sum())
-        votes = (weight[:, None] * level[rows, None] * vowel_prob[rows]).sum(0)
-        if e < 1e-3:
-            captions[i] = (0.0, NEUTRAL_WIDTH, 0.0)
-            continue
-        v = int(np.argmax(votes))
-        captions[i] = (e * opens[v], NEUTRAL_WIDTH + e * (widths[v] - NEUTRAL_WIDTH), (v + 1) / NUM_VOWEL_CLASSES)
-    return captions
+    hop = SAMPLE_RATE / rows_per_second
+    samples = int(round(num_frames / fps * SAMPLE_RATE))
+    row = np.clip(np.floor(np.arange(samples) / hop + 0.5).astype(np.int64), 0, level.shape[0] - 1)
+    mouth, vowel = mouth_track(level[row], (level[row, None] * vowel_prob[row]).T, num_frames, fps)
+    return captions_from_mouth(mouth, vowel)
 
 
 def main(argv: list[str] | None = None) -> int:

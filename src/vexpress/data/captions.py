@@ -32,5 +32,11 @@ def frame_captions(record, frames: np.ndarray) -> np.ndarray:
     except InputError as e:
         raise InputError(f"captions need the synthetic ground truth (gt_mouth, gt_vowel), which clip {record.id} "
                          "lacks; train with captions only on synthetic data") from e
-    return np.concatenate([mouth.astype(np.float32),
-                           ((vowel.astype(np.float32) + 1.0) / NUM_VOWEL_CLASSES)[:, None]], axis=1)
+    return captions_from_mouth(mouth, vowel)
+
+
+def captions_from_mouth(mouth: np.ndarray, vowel: np.ndarray) -> np.ndarray:
+    """(F, 3) float32 captions from per-frame mouth (F, 2) [opening, width] and vowel index (F,) (-1 = silent), the
+    arrays :func:`vexpress.synthetic.speech.mouth_track` makes."""
+    return np.concatenate([np.asarray(mouth, np.float32),
+                           ((np.asarray(vowel).astype(np.float32) + 1.0) / NUM_VOWEL_CLASSES)[:, None]], axis=1)
