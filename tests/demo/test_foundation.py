@@ -23,6 +23,7 @@ from vexpress.models.weights import (
     FOUNDATION_FILES,
     add_foundation_audio_encoder,
     foundation_networks_digest,
+    foundation_vae_dir,
     init_from_foundation,
     load_foundation_vae,
     read_foundation_manifest,
@@ -206,6 +207,10 @@ def test_stage_keys_follow_the_foundations_contents_not_its_folder(tmp_path):
         vae.decoder.conv_out.weight.mul_(0.5)
     replace_foundation_vae_decoder(tmp_path / "f", vae, {"steps": 1})
     assert stage_key(demo_stage(tmp_path / "f")) == keys[0]
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.mul_(1.5)  # other latents: written over the VAE folder by hand (no API does it)
+    vae.half().save_pretrained(str(foundation_vae_dir(tmp_path / "f")), safe_serialization=True)
+    assert stage_key(demo_stage(tmp_path / "f")) != keys[0]
 
     torch.manual_seed(1)
     refit = save_phonetic_encoder(tmp_path / "enc", PhoneticNet(hidden=16, dim=80, kernel=3, layers=1),
