@@ -41,9 +41,9 @@ class CaptionTokens:
         return self.tokens[frames.start:frames.stop][None]
 
 
-def heard_captions(features: np.ndarray, heads: dict[str, torch.Tensor], num_frames: int, fps: float,
-                   rows_per_second: float) -> np.ndarray:
-    """(num_frames, 3) captions decoded from an utterance's encoder features (N, D) by the encoder's heads.
+def heard_captions(features: np.ndarray, encoder, num_frames: int, fps: float, rows_per_second: float) -> np.ndarray:
+    """(num_frames, 3) captions decoded from an utterance's encoder features (N, D) by the encoder's heads
+    (``encoder``: the ``PhoneticNet`` that made them).
 
     Row ``j`` stands for the samples around ``j / rows_per_second`` s (a centred STFT frame). The heads' voicing level
     and level-weighted vowel probabilities are spread back over those samples and handed to the synthetic world's own
@@ -53,9 +53,9 @@ def heard_captions(features: np.ndarray, heads: dict[str, torch.Tensor], num_fra
     from vexpress.synthetic.speech import SAMPLE_RATE, mouth_track
 
     with torch.no_grad():
-        out = torch.as_tensor(features, dtype=torch.float32) @ heads["weight"].float().T + heads["bias"].float()
-    level = torch.sigmoid(out[:, -1]).numpy()
-    vowel_prob = torch.softmax(out[:, :-1], dim=-1)[:, 1:].numpy()  # class 0: silence or consonant noise
+        logits, level = encoder.read_heads(torch.as_tensor(features, dtype=torch.float32))
+    level = level.numpy()
+    vowel_prob = torch.softmax(logits, dim=-1)[:, 1:].numpy()  # class 0: silence or consonant noise
     hop = SAMPLE_RATE / rows_per_second
     samples = int(round(num_frames / fps * SAMPLE_RATE))
     row = np.clip(np.floor(np.arange(samples) / hop + 0.5).astype(np.int64), 0, level.shape[0] - 1)
@@ -109,24 +109,23 @@ def main(argv: list[str] | None = None) -> int:
                             audio_encoder=build_audio_encoder(dict(cfg.eval.audio_encoder)),
                             sampler=str(cfg.eval.sampler), device="cpu", dtype="fp32")
     captioner = instantiate(manifest["caption_encoder"])
-    heads, heard_mae = None, []
+    encoder, heard_mae = None, []
     if args.mode == "heard":
-        from safetensors.torch import load_file
-
-        from vexpress.audio.phonetic import WEIGHTS, read_phonetic_config
+        from vexpress.audio.phonetic import WEIGHTS, PhoneticNet, load_phonetic_weights, read_phonetic_config
 
         encoder_dir = Path(str(cfg.eval.audio_encoder.path))
-        rows_per_second = float(read_phonetic_config(encoder_dir)["front_end"]["rate_hz"])
-        heads = {k.split(".", 1)[1]: v for k, v in load_file(str(encoder_dir / WEIGHTS)).items()
-                 if k.startswith("heads.")}
+        encoder_cfg = read_phonetic_config(encoder_dir)
+        rows_per_second = float(encoder_cfg["front_end"]["rate_hz"])
+        encoder = PhoneticNet(**encoder_cfg["network"]).eval()
+        load_phonetic_weights(encoder, encoder_dir / WEIGHTS)  # strict: the features' own encoder
 
     def captions_of(pipe, record, audio_record) -> None:  # noqa: ARG001 - the pipeline hears the audio clip's captions
         def encode(audio, num_frames, features=False):  # noqa: ARG001
             if args.mode == "silent":
                 return None
             truth = frame_captions(audio_record, np.arange(num_frames))
-            if heads is not None:
-                heard = heard_captions(np.asarray(audio_record.audio_features, np.float32), heads, num_frames,
+            if encoder is not None:
+                heard = heard_captions(np.asarray(audio_record.audio_features, np.float32), encoder, num_frames,
                                        float(audio_record.fps), rows_per_second)
                 heard_mae.append(np.abs(heard - truth).mean(0))
                 truth = heard

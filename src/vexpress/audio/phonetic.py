@@ -65,8 +65,12 @@ class PhoneticNet(nn.Module):
     def predict(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(features, phone logits (B, N, phones), voicing level (B, N) in [0, 1])."""
         feats = self(mel)
+        return (feats, *self.read_heads(feats))
+
+    def read_heads(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phone logits (..., phones), voicing level (...) in [0, 1]) from features (..., dim), e.g. stored ones."""
         out = self.heads(feats)
-        return feats, out[..., :-1], torch.sigmoid(out[..., -1])
+        return out[..., :-1], torch.sigmoid(out[..., -1])
 
 
 def read_phonetic_config(path: str | os.PathLike) -> dict[str, Any]:
