@@ -2,19 +2,23 @@
 
 The demo report gives one number per clip (mean |measured - true| opening). This script generates the same clips the
 same way (``vexpress.demo.evaluate.generate_clip``, the report's sampler settings), keeps the per-frame openings and
-splits the error with ``vexpress.evaluation.synthetic.mouth_error_split``: gain and offset of a least-squares line,
-what the line leaves, the best whole-frame lag, the error per position in the generated window.
+splits the error with ``vexpress.evaluation.synthetic.mouth_error_split``: gain and offset of a least-squares line
+(over all clips and per clip), what the line leaves, the best whole-frame lag, the error per position in the
+generated window, and how large each band of true openings is drawn (closed, small, large). With ``--floor`` the same
+split for the VAE round trip of the same frames (the report's VAE): what a perfect latent model would score.
 
 Exploration clips only (the first 8 held-out clips, as every choice of the demo): ``--allow-report-clips`` is for
 reporting a finished choice, never for making one.
 
-    .venv/bin/python experiments/demo/mouth_frames.py --demo-output demo_output --run recipe --out mouth.json
+    .venv/bin/python experiments/demo/mouth_frames.py --demo-output demo_output --run recipe --floor --out mouth.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_arguments(ap)
     ap.add_argument("--audio-attention-weight", type=float, help="override the report's sampler setting")
     ap.add_argument("--steps", type=int, help="override the report's number of sampling steps")
+    ap.add_argument("--floor", action="store_true", help="also split the VAE round trip's error (the floor)")
     ap.add_argument("--out", required=True, help="JSON file: per-clip openings and the summary")
     args = ap.parse_args(argv)
 
@@ -43,20 +48,37 @@ def main(argv: list[str] | None = None) -> int:
         overrides["num_inference_steps"] = args.steps
     export, held, pipe, ecfg = open_model(ap, args, overrides)
     proto, frames = dict(OmegaConf.to_container(ecfg)), int(ecfg.frames)
-    per_clip, ops, gts = {}, [], []
+    vae = None
+    if args.floor:
+        from vexpress.demo.evaluate import vae_roundtrip
+        from vexpress.training.vae import load_vae
+
+        vae = load_vae(json.loads((Path(args.demo_output) / "report.json").read_text())["vae"]["dir"])
+    fit = bool(ecfg.get("fit_pose", True))
+    per_clip, openings = {}, {"model": ([], []), "floor": ([], [])}
     for rec in held:
-        out = generate_clip(pipe, rec, rec, frames, ecfg)
-        m = measure_clip(out, rec, np.arange(len(out)), fit=bool(ecfg.get("fit_pose", True)))
-        op, gt = m["mouth"][:, 0].astype(float), m["gt_mouth"][:, 0].astype(float)
-        per_clip[rec.id] = {"measured": op.round(4).tolist(), "true": gt.round(4).tolist()}
-        ops.append(op)
-        gts.append(gt)
-    summary = mouth_error_split(np.stack(ops), np.stack(gts))
-    write_json(args.out, {"export": str(export), "protocol": proto, "summary": summary, "clips": per_clip})
-    print(f"{export}: mouth err {summary['mouth_err']:.4f}; measured = {summary['gain']:.2f} x true "
-          f"{summary['offset']:+.3f} (corr {summary['corr']:.3f}, {summary['err_after_line']:.4f} left after the "
-          f"line); best lag {summary['best_lag']} frames")
-    print("error by frame:", " ".join(f"{e:.3f}" for e in summary["err_by_frame"]))
+        clips = {"model": generate_clip(pipe, rec, rec, frames, ecfg)}
+        if vae is not None:
+            clips["floor"] = vae_roundtrip(vae, rec.frames(range(len(clips["model"]))))
+        for name, video in clips.items():
+            m = measure_clip(video, rec, np.arange(len(video)), fit=fit)
+            op, gt = m["mouth"][:, 0].astype(float), m["gt_mouth"][:, 0].astype(float)
+            per_clip.setdefault(rec.id, {"true": gt.round(4).tolist()})[name] = op.round(4).tolist()
+            openings[name][0].append(op)
+            openings[name][1].append(gt)
+    splits = {name: mouth_error_split(np.stack(ops), np.stack(gts)) for name, (ops, gts) in openings.items() if ops}
+    write_json(args.out, {"export": str(export), "protocol": proto, "summary": splits["model"],
+                          "floor": splits.get("floor"), "clips": per_clip})
+    print(export)
+    for name, s in splits.items():
+        bands = "; ".join(f"true {b['band'][0]:g}-{b['band'][1]:g}: {b['measured']:.3f} / {b['true']:.3f}"
+                          for b in s["by_opening"][1:] if b["frames"])
+        gains = [g for g in s["clip_gain"] if np.isfinite(g)]
+        print(f"{name}: mouth err {s['mouth_err']:.4f}; measured = {s['gain']:.2f} x true {s['offset']:+.3f} "
+              f"(corr {s['corr']:.3f}, {s['err_after_line']:.4f} left after the line); best lag {s['best_lag']} "
+              f"frames; per-clip gain {np.mean(gains):.2f} ({min(gains):.2f}-{max(gains):.2f}); measured / true "
+              f"opening, {bands}")
+        print(f"{name}: error by frame:", " ".join(f"{e:.3f}" for e in s["err_by_frame"]))
     return 0
 
 

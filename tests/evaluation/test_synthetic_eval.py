@@ -69,6 +69,17 @@ def test_mouth_error_split_finds_a_known_gain_offset_and_lag():
     assert split["err_after_line"] == pytest.approx(0.0, abs=1e-9) and split["corr"] == pytest.approx(1.0)
     assert split["mouth_err"] == pytest.approx(np.abs(scaled - true).mean())
     assert split["best_lag"] == 0 and len(split["err_by_frame"]) == 20
+    assert split["clip_gain"] == pytest.approx([1.3] * 6)
+
+    # small openings drawn at half their size, large ones right, closed ones closed: by_opening says which
+    true_bands = np.tile([0.0, 0.0, 0.1, 0.1, 0.3, 0.4], (3, 1))
+    shy = np.where((true_bands > 0) & (true_bands < 0.2), 0.5 * true_bands, true_bands)
+    closed, small, large = mouth_error_split(shy, true_bands, max_lag=1)["by_opening"]
+    assert closed["frames"] == small["frames"] == large["frames"] == 6
+    assert closed["err"] == 0.0 and np.isnan(closed["ratio"])
+    assert small["ratio"] == pytest.approx(0.5) and small["err"] == pytest.approx(0.05)
+    assert large["ratio"] == pytest.approx(1.0) and large["true"] == pytest.approx(0.35)
+    assert small["band"] == [0.02, 0.2]
 
     late = np.concatenate([true[:, :1], true[:, :-1]], axis=1)  # measured frame t shows true frame t - 1
     assert mouth_error_split(late, true)["best_lag"] == 1

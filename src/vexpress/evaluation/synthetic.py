@@ -146,7 +146,11 @@ def mouth_control_summary(res: EvalResults) -> Mapping[str, float]:
     return {"mouth_err_correct": correct, "mouth_err_shuffled": shuffled, "ratio": ratio}
 
 
-def mouth_error_split(measured: Any, true: Any, max_lag: int = 2) -> Dict[str, Any]:
+OPENING_BANDS = (0.02, 0.2)  # true openings below the first are closed; between the two small; above large
+
+
+def mouth_error_split(measured: Any, true: Any, max_lag: int = 2,
+                      bands: Sequence[float] = OPENING_BANDS) -> Dict[str, Any]:
     """Where a mouth error comes from, from per-frame openings ``(clips, frames)`` measured in generated clips and
     their truth (e.g. ``measure_clip``'s ``mouth`` / ``gt_mouth``, first column).
 
@@ -155,7 +159,11 @@ def mouth_error_split(measured: Any, true: Any, max_lag: int = 2) -> Dict[str, A
     measured - true) and ``err_after_line`` (the error the line cannot explain: frames the model gets wrong, not a
     scale); ``corr``; ``err_by_lag`` and ``best_lag`` (measured frame t against true frame t - lag: a timing offset
     shows as a best lag other than 0); and the per-position means ``err_by_frame``, ``true_by_frame``,
-    ``measured_by_frame`` (edge effects of the generated window show at its first and last positions)."""
+    ``measured_by_frame`` (edge effects of the generated window show at its first and last positions);
+    ``clip_gain``, the line's gain fitted to each clip alone (NaN for a clip whose truth never moves): a scale wrong
+    for some clips and not others; and ``by_opening``, the frames grouped by how open the truth is (``bands``: edges
+    in opening units; below the first the mouth is closed), each with its number of ``frames``, mean ``true`` and
+    ``measured`` opening, their ``ratio`` (below 1: drawn too small) and mean absolute ``err``."""
     op = np.asarray(measured, dtype=np.float64)
     gt = np.asarray(true, dtype=np.float64)
     if op.ndim != 2 or op.shape != gt.shape or op.shape[1] <= 2 * max_lag:
@@ -175,7 +183,23 @@ def mouth_error_split(measured: Any, true: Any, max_lag: int = 2) -> Dict[str, A
         "corr": corr, "best_lag": int(min(lags, key=lags.get)), "err_by_lag": lags,
         "err_by_frame": err.mean(0).tolist(), "true_by_frame": gt.mean(0).tolist(),
         "measured_by_frame": op.mean(0).tolist(),
+        "clip_gain": [float(np.polyfit(g, o, 1)[0]) if g.std() > 0 else float("nan") for o, g in zip(op, gt)],
+        "by_opening": _by_opening(op, gt, bands),
     }
+
+
+def _by_opening(op: np.ndarray, gt: np.ndarray, bands: Sequence[float]) -> list[Dict[str, Any]]:
+    edges = [-np.inf, *sorted(float(b) for b in bands), np.inf]
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (gt >= lo) & (gt < hi)
+        n = int(sel.sum())
+        true_mean = float(gt[sel].mean()) if n else float("nan")
+        measured_mean = float(op[sel].mean()) if n else float("nan")
+        out.append({"band": [float(lo), float(hi)], "frames": n, "true": true_mean, "measured": measured_mean,
+                    "ratio": measured_mean / true_mean if n and true_mean > 0 else float("nan"),
+                    "err": float(np.abs(op[sel] - gt[sel]).mean()) if n else float("nan")})
+    return out
 
 
 def appearance_error_split(measured: Any, reference: Any, regions: Sequence[str] | None = None) -> Dict[str, Any]:
