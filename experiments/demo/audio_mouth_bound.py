@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-EXPLORATION_CLIPS = 8
+from _exploration import EXPLORATION_CLIPS
 
 
 def windows_and_openings(records, frames: int | None = None, net=None, flatten: bool = True):

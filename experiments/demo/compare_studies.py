@@ -3,9 +3,10 @@
 For every run and metric, the mean per-clip difference with a 95 % crossed bootstrap interval over seeds and clips
 (``vexpress.evaluation.study``'s resampling, 10,000 draws, RNG seed 0), as the study itself compares the recipe with
 its ablations. This is how a change of the demo's settings is judged on the report clips once it was chosen on the
-exploration clips.
+exploration clips. Two exploration candidates (``explore.py``, the same layout) pair the same way.
 
     .venv/bin/python experiments/demo/compare_studies.py <old study dir> <new study dir>
+    .venv/bin/python experiments/demo/compare_studies.py demo_output/explore/<base> demo_output/explore/<candidate>
 """
 
 from __future__ import annotations
