@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
                           "floor": splits.get("floor"), "clips": per_clip})
     print(export)
     for name, s in splits.items():
-        bands = "; ".join(f"true {b['band'][0]:g}-{b['band'][1]:g}: {b['measured']:.3f} / {b['true']:.3f}"
-                          for b in s["by_opening"][1:] if b["frames"])
+        bands = "; ".join(f"true {lo:g}{f'-{hi:g}' if hi is not None else '+'}: {b['measured']:.3f} / "
+                          f"{b['true']:.3f}" for b in s["by_opening"][1:] if b["frames"] for lo, hi in [b["band"]])
         gains = [g for g in s["clip_gain"] if np.isfinite(g)]
+        gain_text = f"{np.mean(gains):.2f} ({min(gains):.2f}-{max(gains):.2f})" if gains else "n/a (no clip moves)"
         print(f"{name}: mouth err {s['mouth_err']:.4f}; measured = {s['gain']:.2f} x true {s['offset']:+.3f} "
               f"(corr {s['corr']:.3f}, {s['err_after_line']:.4f} left after the line); best lag {s['best_lag']} "
-              f"frames; per-clip gain {np.mean(gains):.2f} ({min(gains):.2f}-{max(gains):.2f}); measured / true "
-              f"opening, {bands}")
+              f"frames; per-clip gain {gain_text}; measured / true opening, {bands}")
         print(f"{name}: error by frame:", " ".join(f"{e:.3f}" for e in s["err_by_frame"]))
     return 0
 

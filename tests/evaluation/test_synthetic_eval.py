@@ -79,7 +79,7 @@ def test_mouth_error_split_finds_a_known_gain_offset_and_lag():
     assert closed["err"] == 0.0 and np.isnan(closed["ratio"])
     assert small["ratio"] == pytest.approx(0.5) and small["err"] == pytest.approx(0.05)
     assert large["ratio"] == pytest.approx(1.0) and large["true"] == pytest.approx(0.35)
-    assert small["band"] == [0.02, 0.2]
+    assert closed["band"] == [None, 0.02] and small["band"] == [0.02, 0.2] and large["band"] == [0.2, None]
 
     late = np.concatenate([true[:, :1], true[:, :-1]], axis=1)  # measured frame t shows true frame t - 1
     assert mouth_error_split(late, true)["best_lag"] == 1

@@ -162,7 +162,8 @@ def mouth_error_split(measured: Any, true: Any, max_lag: int = 2,
     ``measured_by_frame`` (edge effects of the generated window show at its first and last positions);
     ``clip_gain``, the line's gain fitted to each clip alone (NaN for a clip whose truth never moves): a scale wrong
     for some clips and not others; and ``by_opening``, the frames grouped by how open the truth is (``bands``: edges
-    in opening units; below the first the mouth is closed), each with its number of ``frames``, mean ``true`` and
+    in opening units; below the first the mouth is closed; ``band`` = [low, high], None where open-ended), each
+    with its number of ``frames``, mean ``true`` and
     ``measured`` opening, their ``ratio`` (below 1: drawn too small) and mean absolute ``err``."""
     op = np.asarray(measured, dtype=np.float64)
     gt = np.asarray(true, dtype=np.float64)
@@ -196,7 +197,8 @@ def _by_opening(op: np.ndarray, gt: np.ndarray, bands: Sequence[float]) -> list[
         n = int(sel.sum())
         true_mean = float(gt[sel].mean()) if n else float("nan")
         measured_mean = float(op[sel].mean()) if n else float("nan")
-        out.append({"band": [float(lo), float(hi)], "frames": n, "true": true_mean, "measured": measured_mean,
+        band = [float(e) if np.isfinite(e) else None for e in (lo, hi)]  # None: open-ended (JSON has no inf)
+        out.append({"band": band, "frames": n, "true": true_mean, "measured": measured_mean,
                     "ratio": measured_mean / true_mean if n and true_mean > 0 else float("nan"),
                     "err": float(np.abs(op[sel] - gt[sel]).mean()) if n else float("nan")})
     return out
