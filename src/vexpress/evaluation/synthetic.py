@@ -163,8 +163,8 @@ def mouth_error_split(measured: Any, true: Any, max_lag: int = 2,
     ``clip_gain``, the line's gain fitted to each clip alone (NaN for a clip whose truth never moves): a scale wrong
     for some clips and not others; and ``by_opening``, the frames grouped by how open the truth is (``bands``: edges
     in opening units; below the first the mouth is closed; ``band`` = [low, high], None where open-ended), each
-    with its number of ``frames``, mean ``true`` and
-    ``measured`` opening, their ``ratio`` (below 1: drawn too small) and mean absolute ``err``."""
+    with its number of ``frames``, mean ``true`` and ``measured`` opening, their ``ratio`` (below 1: drawn too
+    small) and mean absolute ``err``."""
     op = np.asarray(measured, dtype=np.float64)
     gt = np.asarray(true, dtype=np.float64)
     if op.ndim != 2 or op.shape != gt.shape or op.shape[1] <= 2 * max_lag:
