@@ -41,3 +41,24 @@ def frame_windows(resampled: torch.Tensor, num_pad: int = 2) -> torch.Tensor:
 def audio_windows(features: torch.Tensor, num_frames: int, num_pad: int = 2) -> torch.Tensor:
     """(N, D) utterance features -> (num_frames, 2(2p+1), D) audio windows, the AudioProjection input."""
     return frame_windows(resample_features(features, num_frames), num_pad)
+
+
+def silent_frames(wave: torch.Tensor, num_frames: int, fps: float, rate: int = 16000,
+                  ratio: float = 0.1) -> torch.Tensor:
+    """(num_frames,) bool: frames whose audio is silent, i.e. whose RMS over the frame's span
+    ``[i / fps, (i + 1) / fps)`` is at most ``ratio`` times the clip's loud level (the 95th percentile of its frames'
+    RMS). Frames past the end of the audio count as silent; a clip with no sound at all is silent throughout."""
+    if wave.ndim != 1:
+        raise ShapeError(f"audio must be a mono waveform (S,), got {tuple(wave.shape)}")
+    if num_frames < 1 or fps <= 0:
+        raise ShapeError(f"need num_frames >= 1 and fps > 0, got {num_frames} and {fps}")
+    w = wave.float()
+    bounds = [int(round(i / fps * rate)) for i in range(num_frames + 1)]
+    rms = torch.zeros(num_frames)
+    for i in range(num_frames):
+        a, b = bounds[i], max(bounds[i] + 1, bounds[i + 1])
+        seg = w[a:b]
+        if seg.numel():
+            rms[i] = seg.pow(2).mean().sqrt()
+    loud = float(torch.quantile(rms, 0.95))
+    return rms <= ratio * loud

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from vexpress.audio.windows import audio_windows
+from vexpress.audio.windows import audio_windows, silent_frames
 from vexpress.data.captions import frame_captions
 from vexpress.data.video import read_all_frames
 from vexpress.errors import InputError
@@ -135,13 +135,19 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
             generation pipeline does (official at 512); 512 = official proportions at any size.
         captions: also return ``caption`` (F, 3), the frames' captions (:func:`vexpress.data.captions.frame_captions`;
             synthetic records only).
+        reference_frames: ``any`` (official): the reference is any frame outside the margin; ``silent``: only those
+            whose audio is silent (:func:`vexpress.audio.windows.silent_frames` at ``silence_ratio``), i.e. a
+            closed-mouth reference like the portrait a user gives; when a sample has no silent frame outside the
+            margin it falls back to ``any``.
+        silence_ratio: see ``reference_frames``.
     """
 
     def __init__(self, records: Sequence[Any], num_frames: int, image_size: int = 64, sample_rate: int = 1,
                  reference_margin: int = 30, flip_prob: float = 0.5, latent_downscale: int = 8, num_pad: int = 2,
                  crop: str = "center", lip_scale: float = 2.0, samples_per_clip: int = 1, seed: int = 0,
                  latent_cache: Any = None, return_images: bool = False, max_open_videos: int = 16,
-                 kps_canvas: int | None = None, captions: bool = False):
+                 kps_canvas: int | None = None, captions: bool = False, reference_frames: str = "any",
+                 silence_ratio: float = 0.1):
         if not records:
             raise InputError("the dataset has no clips; check the data root and split (vexpress-preprocess writes "
                              "them, vexpress-synth makes the synthetic set)")
@@ -166,6 +172,11 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
         self.max_open_videos = int(max_open_videos)
         self.kps_canvas = int(kps_canvas) if kps_canvas else None
         self.captions = bool(captions)
+        if reference_frames not in ("any", "silent"):
+            raise InputError(f"reference_frames must be 'any' or 'silent', got {reference_frames!r}")
+        self.reference_frames = reference_frames
+        self.silence_ratio = float(silence_ratio)
+        self._silent_cache: dict[int, np.ndarray] = {}
         self._readers: OrderedDict = OrderedDict()
         self._valid_cache: dict[int, np.ndarray] = {}
         span = (self.num_frames - 1) * self.sample_rate + 1
@@ -195,6 +206,13 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
                 v = np.ones(rec.num_frames, dtype=bool)
             self._valid_cache[ci] = v
         return self._valid_cache[ci]
+
+    def _silent(self, ci: int) -> np.ndarray:
+        if ci not in self._silent_cache:
+            rec = self.records[ci]
+            self._silent_cache[ci] = silent_frames(rec.audio, rec.num_frames, float(rec.fps),
+                                                   ratio=self.silence_ratio).numpy()
+        return self._silent_cache[ci]
 
     def plan(self, key: int) -> dict:
         """The random choices of sample ``key``: clip, target frames, reference frame, flip (no decoding)."""
@@ -229,6 +247,9 @@ class TalkingFaceDataset(torch.utils.data.Dataset):
                 if gap[valid].max() == 0:  # the targets cover the clip: the frame farthest from their centre
                     gap = np.abs(frames - ids.mean())
                 cand = np.array([int(np.argmax(np.where(valid, gap, -1)))])
+            if self.reference_frames == "silent":
+                quiet = cand[self._silent(ci)[cand]]
+                cand = quiet if quiet.size else cand
             ref = int(rng.choice(cand))
             flip = bool(rng.random() < self.flip_prob)
             return {"clip": ci, "frames": ids, "reference": ref, "flip": flip}

@@ -49,6 +49,8 @@ class TalkingFaceDataModule(L.LightningDataModule):
         workers_for_synthesis: processes used to generate the synthetic set.
         captions: add each frame's caption (``caption``, :mod:`vexpress.data.captions`; synthetic data only), which
             a model with a caption encoder feeds to its cross-attention instead of the audio (the foundation).
+        reference_frames, silence_ratio: which frames may serve as the reference (``any``, official, or ``silent``:
+            closed-mouth frames found by the audio; see the dataset).
     """
 
     def __init__(self, root: str | None = None, synthetic: Mapping[str, Any] | None = None,
@@ -61,7 +63,7 @@ class TalkingFaceDataModule(L.LightningDataModule):
                  prefetch_factor: int | None = None, drop_last: bool = True, seed: int = 0,
                  latent_cache: str | None = None, sample_latents: bool = True, audio_dim: int | None = None,
                  audio_encoder_info: Mapping[str, Any] | None = None, workers_for_synthesis: int = 2,
-                 captions: bool = False):
+                 captions: bool = False, reference_frames: str = "any", silence_ratio: float = 0.1):
         super().__init__()
         if (root is None) == (synthetic is None):
             raise InputError("give the data module exactly one of root=<dataset folder> or synthetic={...}")
@@ -73,7 +75,8 @@ class TalkingFaceDataModule(L.LightningDataModule):
         self.dataset_kwargs = dict(image_size=int(image_size), sample_rate=int(sample_rate),
                                    reference_margin=int(reference_margin), latent_downscale=int(latent_downscale),
                                    num_pad=int(num_pad), crop=crop, lip_scale=float(lip_scale),
-                                   kps_canvas=kps_canvas, captions=bool(captions))
+                                   kps_canvas=kps_canvas, captions=bool(captions),
+                                   reference_frames=str(reference_frames), silence_ratio=float(silence_ratio))
         self.flip_prob = float(flip_prob)
         self.train_split, self.val_split = train_split, val_split
         self.samples_per_clip = int(samples_per_clip)
