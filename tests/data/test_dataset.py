@@ -12,6 +12,7 @@ from vexpress.audio.windows import audio_windows
 from vexpress.data.batch import check_batch
 from vexpress.data.records import load_manifest
 from vexpress.data.talking_face import EpochSampler, TalkingFaceDataset, naive_sample
+from vexpress.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,25 @@ def test_short_clips_fall_back_to_farthest_reference(records):
     s = ds[0]
     ids, ref = s["frame_indices"].numpy(), int(s["reference_index"])
     assert ref not in ids
+
+
+def test_silent_references_have_a_closed_mouth(records):
+    """reference_frames=silent draws the reference among frames the audio says are silent: on synthetic clips (whose
+    mouth the audio decides) a closed mouth, where the official choice (any) often gives an open one."""
+    opening = {r.id: r.gt_mouth.numpy()[:, 0] for r in records}
+
+    def reference_openings(mode):
+        ds = _ds(records, num_frames=4, reference_margin=4, reference_frames=mode)
+        plans = [ds.plan(k) for k in range(60)]
+        return np.array([opening[records[p["clip"]].id][p["reference"]] for p in plans])
+
+    silent, anyf = reference_openings("silent"), reference_openings("any")
+    assert (silent < 0.02).mean() >= 0.9 and (anyf < 0.02).mean() < 0.7
+    ds = _ds(records, num_frames=4, reference_margin=4, reference_frames="silent")
+    p = ds.plan(7)
+    assert not set(p["frames"]) & {p["reference"]}  # still outside the targets
+    with pytest.raises(InputError, match="reference_frames"):
+        _ds(records, reference_frames="closed")
 
 
 def test_latent_cache(records, tmp_path):
