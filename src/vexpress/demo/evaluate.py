@@ -35,8 +35,10 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ecfg: Any) -> np.ndarray:
-    """Self-reconstruction of the first ``num_frames`` frames of ``record`` driven by ``audio_record``'s audio."""
+def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ecfg: Any,
+                  reference_index: int = 0) -> np.ndarray:
+    """Self-reconstruction of the first ``num_frames`` frames of ``record`` driven by ``audio_record``'s audio, from
+    the reference frame ``reference_index`` (the report's: 0)."""
     fps = float(record.fps)
     n = min(int(num_frames), int(record.num_frames))
     samples = int(round(n / fps * 16000))
@@ -44,7 +46,7 @@ def generate_clip(pipe: Any, record: Any, audio_record: Any, num_frames: int, ec
     if wave.shape[0] < samples:
         wave = np.pad(wave, (0, samples - wave.shape[0]))
     kps = record.kps.numpy()[:n]
-    reference = record.frames([0])[0]
+    reference = record.frames([int(reference_index)])[0]
     out = pipe(reference, (wave, 16000), kps=kps, reference_kps=kps[0], retarget="no_retarget",
                height=int(record.height), width=int(record.width), fps=fps, crop="none",
                num_inference_steps=int(ecfg.num_inference_steps), guidance_scale=float(ecfg.guidance_scale),
