@@ -24,26 +24,32 @@ def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--demo-output", required=True, help="a vexpress-demo output_dir (its report.json and runs/)")
     ap.add_argument("--run", default="recipe", help="which run's final export (default: recipe)")
     ap.add_argument("--export", help="a stage export folder instead of the run's final one")
-    ap.add_argument("--clips", type=int, default=EXPLORATION_CLIPS)
+    ap.add_argument("--clips", type=int, help="the first N clips the report scored (default: every exploration clip)")
     ap.add_argument("--allow-report-clips", action="store_true")
 
 
 def open_model(ap: argparse.ArgumentParser, args: argparse.Namespace,
                protocol: dict[str, Any] | None = None) -> tuple[Path, list[Any], Any, Any]:
     """``(export, held-out records, pipeline, sampler settings)`` for ``add_model_arguments``' options: the report's
-    sampler settings (``protocol`` overrides some) and decoder, the first ``--clips`` held-out clips."""
-    if args.clips > EXPLORATION_CLIPS and not args.allow_report_clips:
-        ap.error(f"--clips {args.clips} reaches the report clips (only the first {EXPLORATION_CLIPS} serve "
-                 "exploration); add --allow-report-clips to report a finished choice")
+    sampler settings (``protocol`` overrides some) and decoder, the first ``--clips`` held-out clips of the set the
+    report scored (an exploration set of its own: all of them by default; the training data's: the first
+    ``EXPLORATION_CLIPS``, more only with ``--allow-report-clips``)."""
     from vexpress.data.records import load_manifest
     from vexpress.demo.distill import run_export
     from vexpress.demo.evaluate import export_pipeline
 
     demo = Path(args.demo_output)
     report = json.loads((demo / "report.json").read_text())
+    root = report["data"].get("eval_root") or report["data"]["root"]
+    own_set = root != report["data"]["root"]
+    if args.clips is None:
+        args.clips = 10 ** 6 if own_set else EXPLORATION_CLIPS
+    if args.clips > EXPLORATION_CLIPS and not own_set and not args.allow_report_clips:
+        ap.error(f"--clips {args.clips} reaches the report clips (only the first {EXPLORATION_CLIPS} serve "
+                 "exploration); add --allow-report-clips to report a finished choice")
     proto = {**report["protocol"], **(protocol or {})}
     ecfg = OmegaConf.create({**proto, "frames": int(proto.get("frames") or 16)})
     export = Path(args.export) if args.export else run_export(demo, report, args.run)
-    held = load_manifest(report["data"]["root"], split="heldout")[: args.clips]  # clips from 0: exploration first
+    held = load_manifest(root, split="heldout")[: args.clips]  # clips from 0: exploration first
     pipe = export_pipeline(export, ecfg, (report.get("vae") or {}).get("dir"))  # decoded as the report decodes
     return export, held, pipe, ecfg

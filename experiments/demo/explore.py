@@ -1,10 +1,13 @@
 """One exploration candidate: make demo's recipe alone, once per training seed, scored on the exploration clips.
 
-The demo's settings are chosen on the held-out clips before the report's first one (``_exploration``), by a rule
-written before the candidates' figures (``exploration_*_rules.md``); the study then measures a choice on the report
-clips. This runs a candidate the way every such rule has been scored: the recipe run only (the ablations are left
-out), one process per seed with one thread, no sample video, each seed in ``<dir>/<tag>/seed_<s>/`` (the study's
-layout), so that ``compare_studies.py`` pairs two candidates by seed and clip with bootstrap intervals:
+The demo's settings are chosen on exploration clips, by a rule written before the candidates' figures
+(``exploration_*_rules.md``); the study then measures a choice on the report clips. The exploration clips are
+``conf/demo.yaml`` ``exploration``: the held-out split of a synthetic set of its own (32 clips of 16 identities that
+neither training nor the report uses); ``--old-clips`` scores the exploration clips used until 2026-12-07f instead,
+the training data's first 8 held-out clips (``_exploration``). This runs a candidate the way every such rule has been
+scored: the recipe run only (the ablations are left out), one process per seed with one thread, no sample video, each
+seed in ``<dir>/<tag>/seed_<s>/`` (the study's layout), so that ``compare_studies.py`` pairs two candidates by seed
+and clip with bootstrap intervals:
 
     .venv/bin/python experiments/demo/explore.py base --seeds 7 8 9 --jobs 2
     .venv/bin/python experiments/demo/explore.py m850 --seeds 7 8 9 --jobs 2 --from base \\
@@ -35,14 +38,25 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo_command(out: Path, seed: int, train: list[str], overrides: list[str]) -> list[str]:
+def exploration_clips(old_clips: bool = False) -> list[str]:
+    """The vexpress-demo overrides that score the exploration clips: ``conf/demo.yaml`` ``exploration`` (a held-out
+    set of its own), or with ``old_clips`` the training data's first held-out clips (the exploration clips until
+    2026-12-07f, which earlier records were scored on)."""
+    if old_clips:
+        return ["eval.first_clip=0", f"eval.clips={EXPLORATION_CLIPS}", "eval.heldout_data=null"]
+    ex = OmegaConf.load(ROOT / "conf" / "demo.yaml").exploration
+    fields = ",".join(f"{k}:{v}" for k, v in OmegaConf.to_container(ex.heldout_data).items())
+    return ["eval.first_clip=0", f"eval.clips={int(ex.clips)}", f"eval.heldout_data={{{fields}}}"]
+
+
+def demo_command(out: Path, seed: int, train: list[str], overrides: list[str], old_clips: bool = False) -> list[str]:
     """The vexpress-demo call for one seed: the recipe run alone, on the exploration clips."""
     runs = OmegaConf.load(ROOT / "conf" / "demo.yaml").runs
     others = [f"~runs.{name}" for name, run in runs.items() if run.role != "recipe"]
     train_list = ",".join(json.dumps(x) for x in [f"seed={seed}", *train])  # each a quoted Hydra string
     return [str(ROOT / ".venv" / "bin" / "vexpress-demo"), f"output_dir={out}", f"train_overrides=[{train_list}]",
-            "eval.first_clip=0", f"eval.clips={EXPLORATION_CLIPS}", "sample_video.enabled=false", "workers=1",
-            "threads=1", *others, *overrides]
+            *exploration_clips(old_clips), "sample_video.enabled=false", "workers=1", "threads=1", *others,
+            *overrides]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from", dest="source", help="a candidate whose trained runs are copied first (same --dir)")
     ap.add_argument("--train", action="append", default=[], metavar="OVERRIDE",
                     help="a vexpress-train override for the recipe, e.g. curriculum.stage_overrides.joint.lr=1e-4")
+    ap.add_argument("--old-clips", action="store_true",
+                    help="score the training data's first held-out clips (the exploration clips until 2026-12-07f) "
+                    "instead of conf/demo.yaml's exploration set")
     ap.add_argument("--jobs", type=int, default=1, help="seeds at once (one process and one thread each)")
     ap.add_argument("--dir", type=Path, default=Path(os.environ.get("VEXPRESS_EXPLORE_DIR",
                                                                     ROOT / "demo_output" / "explore")))
@@ -79,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             while todo and len(running) < max(1, args.jobs):
                 seed, out = todo.pop(0)
                 with open(out.parent / f"seed_{seed}.log", "w") as log:
-                    proc = subprocess.Popen(demo_command(out, seed, args.train, overrides), cwd=ROOT,
+                    proc = subprocess.Popen(demo_command(out, seed, args.train, overrides, args.old_clips), cwd=ROOT,
                                             stdout=log, stderr=subprocess.STDOUT)
                 running.append((seed, proc, time.time()))
             time.sleep(1.0)

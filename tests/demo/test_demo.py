@@ -76,6 +76,22 @@ def test_demo_smoke(tmp_path):
     again = json.loads((one / "report.json").read_text())
     assert again["evaluation"] == report["evaluation"] and again["probe"] == report["probe"]
     assert not list((one / "runs").glob("train_*.log"))  # nothing ran in a worker process
+    assert again["data"]["eval_root"] == report["data"]["root"]  # eval.heldout_data null: the training data's
+
+    # eval.heldout_data: the held-out split of another synthetic set is scored (exploration's own clips); training
+    # still reads the training data
+    other = tmp_path / "other_set"
+    cmd = [*[c for c in cmd if not c.startswith("output_dir=")], f"output_dir={other}",
+           "eval.heldout_data={seed:5,num_identities:3,heldout_identities:2}"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    third = json.loads((other / "report.json").read_text())
+    from vexpress.data.records import load_manifest
+
+    assert third["data"]["root"] == report["data"]["root"] and third["data"]["eval_root"] != report["data"]["root"]
+    held = load_manifest(third["data"]["eval_root"], split="heldout")
+    assert third["protocol"]["clip_ids"] == [r.id for r in held] and len(held) == third["data"]["eval_heldout_clips"]
+    assert third["evaluation"]["recipe"]["mouth_err_correct"] != report["evaluation"]["recipe"]["mouth_err_correct"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process parents from Linux /proc")

@@ -32,6 +32,16 @@ def ensure_data(data_cfg: Any) -> Path:
         bar.close()
 
 
+def evaluation_data(data_cfg: Any, heldout_data: Any = None) -> Path:
+    """The dataset whose held-out split the evaluation scores: the training data's (``heldout_data`` None), or the
+    synthetic set made by replacing some of the training set's synthetic fields with ``heldout_data`` (e.g. another
+    seed: identities the training data does not hold; :file:`conf/demo.yaml` ``exploration``)."""
+    if not heldout_data:
+        return ensure_data(data_cfg)
+    base = OmegaConf.create(OmegaConf.to_container(data_cfg, resolve=True))
+    return ensure_data(OmegaConf.merge(base, {"synthetic": OmegaConf.to_container(OmegaConf.create(heldout_data))}))
+
+
 def load_frames(records: Sequence[Any]) -> torch.Tensor:
     """Every frame of ``records`` as (N, 3, H, W) in [-1, 1]."""
     from vexpress.data.video import read_all_frames

@@ -35,7 +35,7 @@ from omegaconf import OmegaConf
 from vexpress.data.records import load_manifest
 from vexpress.demo.evaluate import evaluate_export, evaluate_vae_floor, evaluation_labels, sample_video
 from vexpress.demo.phases import Phases
-from vexpress.demo.prepare import ensure_data, ensure_latents, foundation_vae
+from vexpress.demo.prepare import ensure_data, ensure_latents, evaluation_data, foundation_vae
 from vexpress.demo.report import ROLES, goals, paired_table, scored_protocol, write_plot, write_report
 from vexpress.demo.workers import Job, run_jobs
 from vexpress.errors import InputError
@@ -96,7 +96,7 @@ def run_eval(cfg: Any, run: str) -> Any:
     processes have no Hydra context). Refuses an own setting that changes what is scored (clips, frames, the
     shuffled-audio pairing): every run must be scored on the same material."""
     own = run_own_eval(cfg.runs[run])
-    common = {"clips", "first_clip", "frames", "shuffle_seed", "frame_stride", "fit_pose"} & set(own)
+    common = {"clips", "first_clip", "heldout_data", "frames", "shuffle_seed", "frame_stride", "fit_pose"} & set(own)
     if common:
         raise InputError(f"runs.{run}.eval sets {', '.join(sorted(common))}: these fix what every run is scored on; "
                          "set them in `eval`, for all runs")
@@ -291,16 +291,18 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         train_records = load_manifest(root, split=tcfg.data.train_split)
         held = load_manifest(root, split=tcfg.data.val_split)
         all_records = load_manifest(root)
+        eval_root = evaluation_data(tcfg.data, cfg.eval.get("heldout_data"))
+        eval_held = held if eval_root == root else load_manifest(eval_root, split="heldout")
     with phases("vae"):
         vae, vae_info = foundation_vae(cfg.foundation)
     with phases("latents"):
         cache = ensure_latents(cfg, root, all_records, vae, vae_info, int(tcfg.data.image_size), str(tcfg.data.crop))
     with phases("train_evaluate"):
-        first = int(cfg.eval.get("first_clip", 0)) % max(1, len(held))
-        records = (held[first:] + held[:first])[: int(cfg.eval.clips)]
+        first = int(cfg.eval.get("first_clip", 0)) % max(1, len(eval_held))
+        records = (eval_held[first:] + eval_held[:first])[: int(cfg.eval.clips)]
         if len(records) < int(cfg.eval.clips):
             log.warning("eval.clips=%d but the held-out split has %d clips: evaluating %d", int(cfg.eval.clips),
-                        len(held), len(records))
+                        len(eval_held), len(records))
         shuffled = shuffled_audio_sources(records, seed=int(cfg.eval.shuffle_seed))
         # one VAE decodes every run and the floor: the foundation's (an export's copy is what it was trained with,
         # which a decoder fine-tune of the foundation improves without changing the latents)
@@ -317,7 +319,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     report = {
         "format": "vexpress-demo-report", "version": 1, "train_seed": int(tcfg.seed),
         "seconds": {**phases.seconds, "total": phases.total},
-        "data": {"root": str(root), "train_clips": len(train_records), "heldout_clips": len(held)},
+        "data": {"root": str(root), "train_clips": len(train_records), "heldout_clips": len(held),
+                 "eval_root": str(eval_root), "eval_heldout_clips": len(eval_held)},
         "vae": {k: v for k, v in vae_info.items() if k != "key"},
         "train": {run: [{k: v for k, v in r.items() if k in TRAIN_RECORD_KEYS} for r in rs]
                   for run, rs in results.items()},
