@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("old", type=Path)
     ap.add_argument("new", type=Path)
+    ap.add_argument("--by-seed", action="store_true",
+                    help="also each seed's mean difference (%% of its old mean) and how far the seeds' means scatter "
+                    "(their standard error) next to the clips' (the mean over seeds of each seed's clip standard "
+                    "error divided by the square root of the number of seeds): where an interval's width comes from")
     args = ap.parse_args(argv)
     old, new = seeds_of(args.old), seeds_of(args.new)
     seeds = sorted(set(old) & set(new))
@@ -59,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             mean, lo, hi = bootstrap_interval(d, weights=weights)
             print(f"{run:24s} {field:20s} old {np.mean(before):.4f} new {np.mean(after):.4f} diff {mean:+.4f} "
                   f"[{lo:+.4f}, {hi:+.4f}] ({100 * mean / np.mean(before):+.1f} %)")
+            if args.by_seed:
+                per_seed = d.mean(axis=1)
+                rel = 100 * per_seed / np.asarray(before).mean(axis=1)
+                seed_se = per_seed.std(ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else float("nan")
+                clip_se = np.mean(d.std(axis=1, ddof=1) / np.sqrt(d.shape[1])) / np.sqrt(len(seeds))
+                print(f"{'':24s} {'':20s} by seed: " + " ".join(f"{s}: {r:+.1f} %" for s, r in zip(seeds, rel))
+                      + f"; s.e. from the seeds {seed_se:.4f}, from the clips {clip_se:.4f}")
     return 0
 
 
