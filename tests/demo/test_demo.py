@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,8 +80,9 @@ def test_demo_smoke(tmp_path):
     assert again["data"]["eval_root"] == report["data"]["root"]  # eval.heldout_data null: the training data's
 
     # eval.heldout_data: the held-out split of another synthetic set is scored (exploration's own clips); training
-    # still reads the training data
+    # still reads the training data, so the copied runs' stages are reused (their keys match)
     other = tmp_path / "other_set"
+    shutil.copytree(one / "runs", other / "runs")
     cmd = [*[c for c in cmd if not c.startswith("output_dir=")], f"output_dir={other}",
            "eval.heldout_data={seed:5,num_identities:3,heldout_identities:2}"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -91,6 +93,7 @@ def test_demo_smoke(tmp_path):
     assert third["data"]["root"] == report["data"]["root"] and third["data"]["eval_root"] != report["data"]["root"]
     held = load_manifest(third["data"]["eval_root"], split="heldout")
     assert third["protocol"]["clip_ids"] == [r.id for r in held] and len(held) == third["data"]["eval_heldout_clips"]
+    assert all(stage.get("skipped") for stages in third["train"].values() for stage in stages)
     assert third["evaluation"]["recipe"]["mouth_err_correct"] != report["evaluation"]["recipe"]["mouth_err_correct"]
 
 
