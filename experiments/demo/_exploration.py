@@ -42,14 +42,13 @@ def open_model(ap: argparse.ArgumentParser, args: argparse.Namespace,
     report = json.loads((demo / "report.json").read_text())
     root = report["data"].get("eval_root") or report["data"]["root"]
     own_set = root != report["data"]["root"]
-    if args.clips is None:
-        args.clips = 10 ** 6 if own_set else EXPLORATION_CLIPS
-    if args.clips > EXPLORATION_CLIPS and not own_set and not args.allow_report_clips:
-        ap.error(f"--clips {args.clips} reaches the report clips (only the first {EXPLORATION_CLIPS} serve "
+    limit = args.clips if args.clips is not None else (None if own_set else EXPLORATION_CLIPS)
+    if limit is not None and limit > EXPLORATION_CLIPS and not own_set and not args.allow_report_clips:
+        ap.error(f"--clips {limit} reaches the report clips (only the first {EXPLORATION_CLIPS} serve "
                  "exploration); add --allow-report-clips to report a finished choice")
     proto = {**report["protocol"], **(protocol or {})}
     ecfg = OmegaConf.create({**proto, "frames": int(proto.get("frames") or 16)})
     export = Path(args.export) if args.export else run_export(demo, report, args.run)
-    held = load_manifest(root, split="heldout")[: args.clips]  # clips from 0: exploration first
+    held = load_manifest(root, split="heldout")[:limit]  # clips from 0: exploration first
     pipe = export_pipeline(export, ecfg, (report.get("vae") or {}).get("dir"))  # decoded as the report decodes
     return export, held, pipe, ecfg

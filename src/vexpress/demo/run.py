@@ -292,7 +292,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
         held = load_manifest(root, split=tcfg.data.val_split)
         all_records = load_manifest(root)
         eval_root = evaluation_data(tcfg.data, cfg.eval.get("heldout_data"))
-        eval_held = held if eval_root == root else load_manifest(eval_root, split="heldout")
+        eval_held = held if eval_root == root else load_manifest(eval_root, split=tcfg.data.val_split)
     with phases("vae"):
         vae, vae_info = foundation_vae(cfg.foundation)
     with phases("latents"):
