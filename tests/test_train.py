@@ -32,12 +32,13 @@ def cache(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["+stage.lr_scale={audio_projection:3,motion_modules:0.5}"]],
-                         ids=["one_rate", "lr_scale"])
+@pytest.mark.parametrize("extra", [[], ["+stage.lr_scale={audio_projection:3,motion_modules:0.5}"],
+                                   ["+stage.lr_schedule={name:cosine,final_factor:0.05}"]],
+                         ids=["one_rate", "lr_scale", "lr_schedule"])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, cache, extra):
     """Stop after step 2 (a checkpoint is written there), resume from last.ckpt: the weights after step 4 are
     bit-identical to a run that was never interrupted (data order, dropout masks, noise, optimizer state; with
-    ``lr_scale``, an optimizer of several parameter groups)."""
+    ``lr_scale``, an optimizer of several parameter groups; with ``lr_schedule``, the stage's own decaying rate)."""
     stage = [*STAGE, *extra]
     full, killed_dir, first = ch.full_and_stopped_runs(tmp_path, stage, cache)
     assert full[0]["global_step"] == 4

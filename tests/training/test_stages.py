@@ -4,6 +4,8 @@ stages run as a chain, each initialised from the previous stage's export."""
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -210,3 +212,38 @@ def test_lr_scale_gives_a_group_its_own_rate():
     assert step_size("denoiser_base") == pytest.approx(lr, rel=0.05)
     for group in ("motion_modules", "denoiser_base", "audio_projection"):
         assert step_size(group) <= lr * 1.05
+
+
+def test_lr_schedule_decays_a_stage_rate_over_its_own_steps():
+    """A stage's ``lr_schedule`` replaces the model's constant scheduler for that stage: the rate falls along a
+    cosine from the stage's ``lr`` to ``final_factor`` x it at the stage's last step, each group (``lr_scale``) alike;
+    bad settings are one-line errors, and the shipped stage configs leave it out (stage keys unchanged)."""
+    with pytest.raises(InputError, match="lr_schedule: name must be one of"):
+        stage_from_conf("audio_motion", lr_schedule={"name": "step"})
+    with pytest.raises(InputError, match="unknown settings"):
+        stage_from_conf("audio_motion", lr_schedule={"name": "cosine", "gamma": 0.5})
+    with pytest.raises(InputError, match="0 <= final_factor <= 1"):
+        stage_from_conf("audio_motion", lr_schedule={"name": "cosine", "final_factor": 2})
+    assert stage_from_conf("audio_motion").lr_schedule is None
+    spec = stage_from_conf("joint", num_frames=2, batch_size=1, max_steps=4, lr=1e-3, lr_scale={"audio_attention": 2},
+                           lr_schedule={"name": "cosine", "final_factor": 0.1})
+    assert spec.lr_schedule == {"name": "cosine", "warmup_steps": 1, "final_factor": 0.1}
+    assert StageSpec(**spec.to_dict()).lr_schedule == spec.lr_schedule  # the spec's record round-trips
+    model = lit_module(seed=5)
+    seen = []
+
+    class Rates(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append({g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups})
+
+    trainer = pl.Trainer(callbacks=[StageScheduler(spec, 2, ["image", "audio_motion", "joint"]),
+                                    ConditionDropout({"uncond": 0.0}), Rates()],
+                         max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=fakes.RandomClipsDataModule(num_frames=2, batch_size=1))
+    base = seen[0]["rest"]
+    factors = [r["rest"] / base for r in seen] + [trainer.optimizers[0].param_groups[0]["lr"] / base]
+    # steps 0..3, then the rate once the stage ends: 1 (the warm-up step), then the cosine over the 3 steps after it
+    expected = [1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 3)) for k in (0, 1, 2, 3)]
+    assert factors == pytest.approx(expected)
+    assert all(r["audio_attention"] == pytest.approx(2 * r["rest"]) for r in seen)

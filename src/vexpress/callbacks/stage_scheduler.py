@@ -65,6 +65,8 @@ class StageScheduler(pl.Callback):
             return
         self.report = apply_stage(pl_module.net, self.spec)
         pl_module.lr_scale = dict(self.spec.lr_scale or {})  # read by configure_optimizers, which runs after setup
+        pl_module.stage_lr_schedule = (None if self.spec.lr_schedule is None
+                                       else {**self.spec.lr_schedule, "total_steps": int(self.spec.max_steps)})
         bias = self.spec.timestep_bias
         pl_module.timestep_weights = None
         if bias is not None:

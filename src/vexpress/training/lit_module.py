@@ -27,6 +27,7 @@ import torch
 from vexpress.errors import InputError, ShapeError
 from vexpress.training.losses import diffusion_loss
 from vexpress.training.noise import DiffusionTargets
+from vexpress.training.optim import cosine_with_warmup
 from vexpress.training.rng import generator_for
 
 _FROZEN_PREFIXES = ("vae.", "audio_encoder.")
@@ -93,6 +94,9 @@ class VExpressLitModule(pl.LightningModule):
         self.timestep_weights: torch.Tensor | None = None
         # parameter group -> factor on the learning rate; a stage's ``lr_scale`` sets it (StageScheduler)
         self.lr_scale: dict[str, float] = {}
+        # a stage's own learning-rate schedule over its steps (``StageSpec.lr_schedule`` plus ``total_steps``), used
+        # instead of ``lr_scheduler``; None = ``lr_scheduler``. A stage's ``lr_schedule`` sets it (StageScheduler)
+        self.stage_lr_schedule: dict[str, Any] | None = None
         self.sample_reference_latent = bool(sample_reference_latent)
         self.seed = int(seed)
         self.compile_denoiser = bool(compile_denoiser)
@@ -272,6 +276,11 @@ class VExpressLitModule(pl.LightningModule):
         optimizer = self.optimizer_factory(self._param_groups(params), **kwargs)
         for group in optimizer.param_groups:  # the stage's per-group factors, before the scheduler records the rates
             group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+        if self.stage_lr_schedule is not None:
+            sched = dict(self.stage_lr_schedule)
+            sched.pop("name")  # "cosine", the one kind (StageSpec checked it)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine_with_warmup(optimizer, **sched),
+                                                             "interval": "step"}}
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer,

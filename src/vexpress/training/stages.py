@@ -80,6 +80,10 @@ class StageSpec:
             audio projection learns at three times the rate of the rest); groups must be trainable in the stage.
             The official stages use one rate for everything; the stage configs leave it out, so existing stage keys
             are unchanged.
+        lr_schedule: how this stage's rate moves over its ``max_steps`` when not as the model's ``lr_scheduler``
+            (official: constant): ``{name: cosine, warmup_steps: 1, final_factor: 0.05}`` warms up linearly, then
+            decays along a cosine to ``final_factor`` x ``lr`` at the stage's last step (beyond the paper). The stage
+            configs leave it out, so existing stage keys are unchanged.
     """
 
     name: str
@@ -97,6 +101,7 @@ class StageSpec:
     timestep_bias: Any = None
     frozen: list[str] = field(default_factory=list)
     lr_scale: dict[str, float] | None = None
+    lr_schedule: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
@@ -134,6 +139,7 @@ class StageSpec:
             self.lr_scale = scales
         else:
             self.lr_scale = None
+        self.lr_schedule = _lr_schedule(self.lr_schedule, self.name)
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
@@ -150,6 +156,36 @@ class StageSpec:
         if self.timestep_bias is not None:
             d["timestep_bias"] = dataclasses.asdict(self.timestep_bias)
         return d
+
+
+#: a stage's ``lr_schedule`` kinds -> their settings and defaults
+LR_SCHEDULES = {"cosine": {"warmup_steps": 1, "final_factor": 0.05}}
+
+
+def _lr_schedule(value: Any, stage: str) -> dict[str, Any] | None:
+    """A stage's ``lr_schedule`` checked and completed with its defaults (``None``: the model's scheduler)."""
+    if value is None or value == {}:
+        return None
+    where = f"stage {stage!r} lr_schedule"
+    try:
+        given = dict(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where} must be a mapping such as {{name: cosine, final_factor: 0.05}}, got {value!r}")
+    name = given.pop("name", None)
+    if name not in LR_SCHEDULES:
+        raise InputError(f"{where}: name must be one of {sorted(LR_SCHEDULES)}, got {name!r}")
+    settings = dict(LR_SCHEDULES[name])
+    unknown = sorted(set(given) - set(settings))
+    if unknown:
+        raise InputError(f"{where}: unknown settings {unknown}; {name} takes {sorted(settings)}")
+    settings.update(given)
+    try:
+        warmup, final = int(settings["warmup_steps"]), float(settings["final_factor"])
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: warmup_steps must be an integer and final_factor a number, got {given!r}")
+    if warmup < 1 or not 0.0 <= final <= 1.0:
+        raise InputError(f"{where}: need warmup_steps >= 1 and 0 <= final_factor <= 1, got {warmup} and {final}")
+    return {"name": name, "warmup_steps": warmup, "final_factor": final}
 
 
 # -------------------------------------------------------------------------------------------------------------------
