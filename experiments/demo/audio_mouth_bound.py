@@ -11,6 +11,12 @@ With ``--export DIR`` (repeatable) the same regressors read a trained export's a
 projection applied to the same windows): how much of the mouth opening the tokens that the cross-attention hears
 still carry, against the bound from the raw windows.
 
+``--eval-data ROOT`` scores another synthetic set's held-out split instead (an exploration set of its own, all its
+clips: ``conf/demo.yaml`` ``exploration``, the ``eval_root`` of an ``explore.py`` report); ``--train-data ROOT`` fits
+on another set's training split, ``--train-clips N`` on the first N training clips: how the bound moves with the
+amount of training speech; ``--num-pad P`` widens the raw window to +-P frames (the model hears +-2): how much of
+the opening lies outside what one frame's window hears.
+
 With ``--projection-depths 1,2,4`` it also fits the tiny model's audio projection itself (``VExpressConfig.tiny``'s
 geometry at each depth, plus a linear head on its tokens) directly on the opening: whether the projection can
 carry what the audio allows, at each depth and init seed.
@@ -30,7 +36,7 @@ import torch
 from _exploration import EXPLORATION_CLIPS
 
 
-def windows_and_openings(records, frames: int | None = None, net=None, flatten: bool = True):
+def windows_and_openings(records, frames: int | None = None, net=None, flatten: bool = True, num_pad: int = 2):
     """Per frame: the audio window as the model sees it (or, given ``net``, its projected audio tokens), and the
     truth's mouth opening; numpy arrays with each window flattened, or (``flatten=False``) float tensors."""
     from vexpress.audio.windows import audio_windows
@@ -41,7 +47,7 @@ def windows_and_openings(records, frames: int | None = None, net=None, flatten: 
         n = len(truth) if frames is None else min(frames, len(truth))
         feats = torch.as_tensor(np.asarray(rec.audio_features, np.float32))
         if net is None:
-            x = audio_windows(feats, len(truth))[:n]
+            x = audio_windows(feats, len(truth), num_pad)[:n]
         else:
             with torch.no_grad():
                 x = net.encode_audio(audio_windows(feats, len(truth), net.config.num_padding_audio_frames)[:n][None])[0]
@@ -74,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None,
                     help="the demo synthetic benchmark (default: the one conf/demo.yaml makes, built if absent)")
+    ap.add_argument("--eval-data", default=None,
+                    help="score this synthetic set's held-out split, every clip (an exploration set of its own)")
+    ap.add_argument("--train-data", default=None, help="fit on this synthetic set's training split instead")
+    ap.add_argument("--train-clips", type=int, default=None, help="fit on the first N training clips only")
+    ap.add_argument("--num-pad", type=int, default=2,
+                    help="the raw window's half-width in frames (the model's: 2, i.e. 10 feature rows)")
     ap.add_argument("--mlp-seeds", type=int, default=2)
     ap.add_argument("--mlp-steps", type=int, default=3000)
     ap.add_argument("--projection-depths", default="",
@@ -86,8 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     if not (root / "manifest.json").is_file():
         raise InputError(f"{root} holds no synthetic benchmark; pass the folder make demo's report names "
                          "(report.json data.root)")
-    train = load_manifest(root, split="train")
-    held = load_manifest(root, split="heldout")[:EXPLORATION_CLIPS]
+    for extra in (args.eval_data, args.train_data):
+        if extra and not (Path(extra) / "manifest.json").is_file():
+            raise InputError(f"{extra} holds no synthetic benchmark; pass a folder with a manifest.json")
+    train = load_manifest(Path(args.train_data) if args.train_data else root, split="train")[:args.train_clips]
+    if args.eval_data:
+        held = load_manifest(Path(args.eval_data), split="heldout")
+        fitted = Path(args.train_data) if args.train_data else root
+        if Path(args.eval_data).resolve() in (root.resolve(), fitted.resolve()):
+            raise InputError(f"--eval-data {args.eval_data} is the demo's data or the one fitted on (its held-out "
+                             "split holds the report's clips); pass an exploration set of its own")
+    else:
+        held = load_manifest(root, split="heldout")[:EXPLORATION_CLIPS]
     for export in args.export or [None]:
         net = None
         if export is not None:
@@ -134,12 +156,14 @@ def fit_projection(train, held, depth: int, args) -> None:
 
 
 def fit_and_score(root: Path, train, held, args, net=None) -> None:
-    xt, yt = windows_and_openings(train, net=net)
-    xe, ye = windows_and_openings(held, net=net)
-    x16, y16 = windows_and_openings(held, 16, net=net)
+    xt, yt = windows_and_openings(train, net=net, num_pad=args.num_pad)
+    xe, ye = windows_and_openings(held, net=net, num_pad=args.num_pad)
+    x16, y16 = windows_and_openings(held, 16, net=net, num_pad=args.num_pad)
     mu, sd = xt.mean(0), xt.std(0) + 1e-6
     xt, xe, x16 = (xt - mu) / sd, (xe - mu) / sd, (x16 - mu) / sd
-    print(f"{root.name}: {len(train)} training clips ({len(yt)} frames) -> exploration clips 0-{len(held) - 1}")
+    fitted = Path(args.train_data).name if args.train_data else root.name
+    print(f"{fitted}: {len(train)} training clips ({len(yt)} frames) -> exploration clips 0-{len(held) - 1}"
+          f"{' of ' + Path(args.eval_data).name if args.eval_data else ''}")
     print(f"predict the training mean: MAE {np.abs(ye - yt.mean()).mean():.4f} (all frames)")
     for lam in (1.0, 10.0, 100.0):
         w = np.linalg.solve(xt.T @ xt + lam * np.eye(xt.shape[1]), xt.T @ (yt - yt.mean()))
