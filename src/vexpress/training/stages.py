@@ -82,7 +82,7 @@ class StageSpec:
             are unchanged.
         lr_schedule: how this stage's rate moves over its ``max_steps`` when not as the model's ``lr_scheduler``
             (official: constant): ``{name: cosine, warmup_steps: 1, final_factor: 0.05}`` warms up linearly, then
-            decays along a cosine to ``final_factor`` x ``lr`` at the stage's last step (beyond the paper). The stage
+            decays along a cosine, reaching ``final_factor`` x ``lr`` as the stage ends (beyond the paper). The stage
             configs leave it out, so existing stage keys are unchanged.
     """
 
