@@ -17,6 +17,10 @@ on another set's training split, ``--train-clips N`` on the first N training cli
 amount of training speech; ``--num-pad P`` widens the raw window to +-P frames (the model hears +-2): how much of
 the opening lies outside what one frame's window hears.
 
+``--generated MOUTH.json`` (``mouth_frames.py --floor --out`` of a model on the same held-out clips) sets the first
+MLP's per-frame predictions beside the model's generated openings: whether the generated mouth goes wrong where the
+audio is ambiguous (where the regressor is wrong too) or where the audio is clear.
+
 With ``--projection-depths 1,2,4`` it also fits the tiny model's audio projection itself (``VExpressConfig.tiny``'s
 geometry at each depth, plus a linear head on its tokens) directly on the opening: whether the projection can
 carry what the audio allows, at each depth and init seed.
@@ -28,6 +32,7 @@ carry what the audio allows, at each depth and init seed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -86,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-clips", type=int, default=None, help="fit on the first N training clips only")
     ap.add_argument("--num-pad", type=int, default=2,
                     help="the raw window's half-width in frames (the model's: 2, i.e. 10 feature rows)")
+    ap.add_argument("--generated", default=None,
+                    help="a mouth_frames.py --out JSON of a model on these held-out clips: compare per frame")
     ap.add_argument("--mlp-seeds", type=int, default=2)
     ap.add_argument("--mlp-steps", type=int, default=3000)
     ap.add_argument("--projection-depths", default="",
@@ -156,6 +163,7 @@ def fit_projection(train, held, depth: int, args) -> None:
 
 
 def fit_and_score(root: Path, train, held, args, net=None) -> None:
+    net_tokens = net  # the export's network (None: raw windows); ``net`` below is each regressor
     xt, yt = windows_and_openings(train, net=net, num_pad=args.num_pad)
     xe, ye = windows_and_openings(held, net=net, num_pad=args.num_pad)
     x16, y16 = windows_and_openings(held, 16, net=net, num_pad=args.num_pad)
@@ -170,6 +178,7 @@ def fit_and_score(root: Path, train, held, args, net=None) -> None:
         print(f"ridge (lambda {lam:g}): MAE all frames {np.abs(xe @ w + yt.mean() - ye).mean():.4f}, "
               f"first 16 frames {np.abs(x16 @ w + yt.mean() - y16).mean():.4f}")
     xt_t, yt_t = torch.tensor(xt), torch.tensor(yt)
+    first = None
     for seed in range(args.mlp_seeds):
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -186,6 +195,36 @@ def fit_and_score(root: Path, train, held, args, net=None) -> None:
             pe, p16 = net(torch.tensor(xe))[:, 0].numpy(), net(torch.tensor(x16))[:, 0].numpy()
         print(f"MLP seed {seed}: MAE all frames {np.abs(pe - ye).mean():.4f}, first 16 frames "
               f"{np.abs(p16 - y16).mean():.4f}")
+        first = first or net
+    if args.generated:
+        compare_generated(args, held, first, mu, sd, net_tokens)
+
+
+def compare_generated(args, held, mlp, mu, sd, net_tokens=None) -> None:
+    """Per frame of the clips in ``args.generated``: the generated, floor and regressor openings against the truth."""
+    gen = json.loads(Path(args.generated).read_text())["clips"]
+    rows = []
+    for rec in held:
+        if rec.id not in gen:
+            continue
+        g = gen[rec.id]
+        n = len(g["model"])
+        x, y = windows_and_openings([rec], n, net=net_tokens, num_pad=args.num_pad)
+        with torch.no_grad():
+            pred = mlp(torch.tensor((x - mu) / sd))[:, 0].numpy()
+        rows.append(np.stack([y, np.asarray(g["model"]), np.asarray(g.get("floor", g["model"])), pred], 1))
+    if not rows:
+        raise SystemExit(f"{args.generated} holds none of these held-out clips")
+    true, model, floor, reg = np.concatenate(rows).T
+    e_model, e_reg, e_floor = np.abs(model - true), np.abs(reg - true), np.abs(floor - true)
+    hard = e_reg >= np.quantile(e_reg, 0.75)
+    print(f"{len(rows)} clips, {len(true)} frames of {args.generated}: mouth error generated {e_model.mean():.4f}, "
+          f"floor {e_floor.mean():.4f}, regressor {e_reg.mean():.4f}; generated vs regressor's opening "
+          f"{np.abs(model - reg).mean():.4f}")
+    print(f"per frame: corr(|generated error|, |regressor error|) {np.corrcoef(e_model, e_reg)[0, 1]:.3f}; "
+          f"generated error where the regressor errs most (its worst quarter) {e_model[hard].mean():.4f}, "
+          f"elsewhere {e_model[~hard].mean():.4f}; frames where the generated error exceeds the regressor's "
+          f"{(e_model > e_reg).mean():.2f}")
 
 
 if __name__ == "__main__":
