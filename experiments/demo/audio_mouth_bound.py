@@ -195,8 +195,13 @@ def fit_and_score(root: Path, train, held, args, net=None) -> None:
             pe, p16 = net(torch.tensor(xe))[:, 0].numpy(), net(torch.tensor(x16))[:, 0].numpy()
         print(f"MLP seed {seed}: MAE all frames {np.abs(pe - ye).mean():.4f}, first 16 frames "
               f"{np.abs(p16 - y16).mean():.4f}")
-        first = first or net
+        if first is None:
+            first = net
     if args.generated:
+        if first is None:
+            from vexpress.errors import InputError
+
+            raise InputError("--generated compares with the first MLP: pass --mlp-seeds 1 or more")
         compare_generated(args, held, first, mu, sd, net_tokens)
 
 
@@ -214,7 +219,10 @@ def compare_generated(args, held, mlp, mu, sd, net_tokens=None) -> None:
             pred = mlp(torch.tensor((x - mu) / sd))[:, 0].numpy()
         rows.append(np.stack([y, np.asarray(g["model"]), np.asarray(g.get("floor", g["model"])), pred], 1))
     if not rows:
-        raise SystemExit(f"{args.generated} holds none of these held-out clips")
+        from vexpress.errors import InputError
+
+        raise InputError(f"{args.generated} holds none of these held-out clips; pass a mouth_frames.py --out of a "
+                         "model scored on them")
     true, model, floor, reg = np.concatenate(rows).T
     e_model, e_reg, e_floor = np.abs(model - true), np.abs(reg - true), np.abs(floor - true)
     hard = e_reg >= np.quantile(e_reg, 0.75)
