@@ -247,3 +247,43 @@ def test_lr_schedule_decays_a_stage_rate_over_its_own_steps():
     expected = [1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 3)) for k in (0, 1, 2, 3)]
     assert factors == pytest.approx(expected)
     assert all(r["audio_attention"] == pytest.approx(2 * r["rest"]) for r in seen)
+
+
+def test_restore_takes_named_parameters_from_another_folder(tmp_path):
+    """``restore`` puts the named tensors of another export over init_from's weights and its zero_init; everything
+    else is init_from's, and bad settings are one-line input errors."""
+    from vexpress.training.export import export_stage
+
+    source, start = tiny_network(), tiny_network()
+    with torch.no_grad():
+        for n, p in source.named_parameters():
+            p.fill_(0.5 if "attn2.to_out" in n else -0.5)
+        for p in start.parameters():
+            p.add_(0.25)
+    export_stage(tmp_path / "source", source)
+    export_stage(tmp_path / "start", start)
+    spec = stage_from_conf("audio_motion", init_from=str(tmp_path / "start"),
+                           restore={"from": str(tmp_path / "source"), "params": ["denoising_unet.*.attn2.to_out.*"]})
+    net = tiny_network()
+    report = apply_stage(net, spec)
+    assert report.restored and all(".attn2.to_out." in n for n in report.restored)
+    assert report.zeroed and not set(report.zeroed) & set(report.restored)  # the motion proj_out still start at 0
+    want = dict(start.named_parameters())
+    for n, p in net.named_parameters():
+        if n in report.restored:
+            assert torch.all(p == 0.5), n
+        elif n in report.zeroed:
+            assert torch.count_nonzero(p) == 0, n
+        else:
+            assert torch.equal(p, want[n]), n
+    assert "tensors from" in report.summary()
+    check_trainable(net, spec)
+    for bad in ({"from": str(tmp_path / "source")}, {"params": ["x"]}, {"from": "x", "params": ["y"], "to": 1}, 3):
+        with pytest.raises(InputError, match="restore"):
+            stage_from_conf("audio_motion", restore=bad)
+    with pytest.raises(InputError, match="init_from"):
+        apply_stage(tiny_network(), stage_from_conf("audio_motion", restore={"from": str(tmp_path / "source"),
+                                                                             "params": ["x"]}))
+    with pytest.raises(InputError, match="matches no parameter"):
+        apply_stage(tiny_network(), stage_from_conf("audio_motion", init_from=str(tmp_path / "start"),
+                                                    restore={"from": str(tmp_path / "source"), "params": ["nope*"]}))

@@ -106,6 +106,11 @@ def stage_key(scfg: DictConfig, previous: str = "") -> str:
         # the same path is another starting point, a copy elsewhere the same one); other keys are as before
         part["foundation"] = foundation_networks_digest(str(init_from))
         part["stage"] = {k: v for k, v in part["stage"].items() if k != "init_from"}
+    restore = (part.get("stage") or {}).get("restore") if isinstance(part.get("stage"), dict) else None
+    if isinstance(restore, dict) and restore.get("from") and is_foundation(str(restore["from"])):
+        # parameters taken from a foundation: its networks count, as for init_from above
+        part["stage"] = {**part["stage"], "restore": {**restore, "from": foundation_networks_digest(
+            str(restore["from"]))}}
     _content_not_place(part)
     callbacks = c.get("callbacks") or {}
     ema = callbacks.get("ema")

@@ -84,6 +84,10 @@ class StageSpec:
             (official: constant): ``{name: cosine, warmup_steps: 1, final_factor: 0.05}`` warms up linearly, then
             decays along a cosine, reaching ``final_factor`` x ``lr`` as the stage ends (beyond the paper). The stage
             configs leave it out, so existing stage keys are unchanged.
+        restore: parameters taken from another export or foundation folder once ``init_from`` is loaded and
+            ``zero_init`` applied: ``{from: FOLDER, params: [glob, ...]}`` (beyond the paper; e.g. the embedded
+            foundation's caption-trained ``attn2.to_out``, which the stage's ``zero_init`` would otherwise start at
+            zero). The stage configs leave it out, so existing stage keys are unchanged.
     """
 
     name: str
@@ -102,6 +106,7 @@ class StageSpec:
     frozen: list[str] = field(default_factory=list)
     lr_scale: dict[str, float] | None = None
     lr_schedule: dict[str, Any] | None = None
+    restore: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
@@ -140,6 +145,7 @@ class StageSpec:
         else:
             self.lr_scale = None
         self.lr_schedule = _lr_schedule(self.lr_schedule, self.name)
+        self.restore = _restore(self.restore, self.name)
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
@@ -188,6 +194,25 @@ def _lr_schedule(value: Any, stage: str) -> dict[str, Any] | None:
     return {"name": name, "warmup_steps": warmup, "final_factor": final}
 
 
+def _restore(value: Any, stage: str) -> dict[str, Any] | None:
+    """A stage's ``restore`` checked (``None``: nothing is taken from another folder)."""
+    if value is None or value == {}:
+        return None
+    where = f"stage {stage!r} restore"
+    try:
+        given = dict(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where} must be a mapping {{from: FOLDER, params: [glob, ...]}}, got {value!r}")
+    unknown = sorted(set(given) - {"from", "params"})
+    folder, params = given.get("from"), given.get("params")
+    if isinstance(params, str):
+        params = [params]
+    if unknown or not folder or not params or not all(isinstance(p, str) and p for p in params):
+        raise InputError(f"{where} must be {{from: FOLDER, params: [glob, ...]}} with a folder and at least one "
+                         f"parameter pattern, got {value!r}")
+    return {"from": str(folder), "params": list(params)}
+
+
 # -------------------------------------------------------------------------------------------------------------------
 def _groups(net: "VExpressNet") -> dict[str, list[str]]:
     return net.parameter_groups()
@@ -226,11 +251,16 @@ class StageReport:
     loaded_from: str | None
     num_trainable: int
     num_frozen: int
+    restored: list[str] = field(default_factory=list)
+    restored_from: str | None = None
 
     def summary(self) -> str:
         src = self.loaded_from or "current weights"
-        return (f"stage {self.stage}: {self.num_trainable:,} trainable / {self.num_frozen:,} frozen parameters, "
+        text = (f"stage {self.stage}: {self.num_trainable:,} trainable / {self.num_frozen:,} frozen parameters, "
                 f"{len(self.zeroed)} tensors zero-initialised, initialised from {src}")
+        if self.restored:
+            text += f", {len(self.restored)} tensors from {self.restored_from}"
+        return text
 
 
 def apply_stage(
@@ -238,7 +268,8 @@ def apply_stage(
     spec: StageSpec,
     load: Callable[["VExpressNet", str], Any] | None = None,
 ) -> StageReport:
-    """Put ``net`` into ``spec``: load ``init_from``, zero ``zero_init``, set ``requires_grad``, checkpointing.
+    """Put ``net`` into ``spec``: load ``init_from``, zero ``zero_init``, take ``restore``'s parameters from its
+    folder, set ``requires_grad``, checkpointing.
 
     Args:
         net: the network (modified in place).
@@ -248,12 +279,22 @@ def apply_stage(
     """
     import torch
 
+    if load is None:
+        from vexpress.training.export import load_weights
+
+        load = load_weights
+    restored: dict[str, torch.Tensor] = {}
+    if spec.restore:
+        if not spec.init_from:
+            raise InputError(f"stage {spec.name!r}: restore takes parameters from {spec.restore['from']} over "
+                             "init_from's weights; set stage.init_from (a chained stage gets the previous export)")
+        # the folder is loaded first and only the named tensors kept: init_from then sets everything else
+        load(net, spec.restore["from"])
+        params = dict(net.named_parameters())
+        names = resolve_patterns(params, spec.restore["params"], f"stage {spec.name!r} restore")
+        restored = {n: params[n].detach().clone() for n in names}
     loaded = None
     if spec.init_from:
-        if load is None:
-            from vexpress.training.export import load_weights
-
-            load = load_weights
         load(net, spec.init_from)
         loaded = str(spec.init_from)
     params = dict(net.named_parameters())
@@ -261,6 +302,8 @@ def apply_stage(
     with torch.no_grad():
         for name in zeroed:
             params[name].zero_()
+        for name, value in restored.items():
+            params[name].copy_(value)
     train = set(trainable_parameter_names(net, spec))
     n_train = n_frozen = 0
     for name, p in params.items():
@@ -271,7 +314,8 @@ def apply_stage(
             n_frozen += p.numel()
     net.set_gradient_checkpointing(denoiser=spec.gradient_checkpointing,
                                    reference_net=spec.reference_net_checkpointing)
-    return StageReport(spec.name, sorted(train), zeroed, loaded, n_train, n_frozen)
+    return StageReport(spec.name, sorted(train), [n for n in zeroed if n not in restored], loaded, n_train, n_frozen,
+                       sorted(restored), spec.restore["from"] if spec.restore else None)
 
 
 def check_trainable(net: "VExpressNet", spec: StageSpec) -> None:
