@@ -178,6 +178,16 @@ def test_a_first_stage_key_follows_the_foundation_it_starts_from(tmp_path):
     assert stage_key(moved) == stage_key(cfg)
     plain = OmegaConf.create({"stage": {"name": "image", "init_from": str(tmp_path)}, "seed": 0})
     assert stage_key(plain) != stage_key(cfg)
+    # a chained stage that restores parameters from the foundation counts its networks the same way
+    def restoring(folder):
+        return OmegaConf.create({"stage": {"name": "audio_motion", "init_from": "prev", "restore": {
+            "from": str(folder), "params": ["denoising_unet.*.attn2.to_out.*"]}}, "seed": 0})
+
+    restored = stage_key(restoring(tmp_path / "f"), previous="abc")
+    assert stage_key(restoring(tmp_path / "copy"), previous="abc") == restored
+    assert restored != stage_key(chained, previous="abc")
+    replace_foundation_networks(tmp_path / "copy", _demo_net(6), {})
+    assert stage_key(restoring(tmp_path / "copy"), previous="abc") != restored
 
 
 def test_stage_keys_follow_the_foundations_contents_not_its_folder(tmp_path):
