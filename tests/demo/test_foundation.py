@@ -178,6 +178,7 @@ def test_a_first_stage_key_follows_the_foundation_it_starts_from(tmp_path):
     assert stage_key(moved) == stage_key(cfg)
     plain = OmegaConf.create({"stage": {"name": "image", "init_from": str(tmp_path)}, "seed": 0})
     assert stage_key(plain) != stage_key(cfg)
+
     # a chained stage that restores parameters from the foundation counts its networks the same way
     def restoring(folder):
         return OmegaConf.create({"stage": {"name": "audio_motion", "init_from": "prev", "restore": {
