@@ -24,6 +24,7 @@ import lightning.pytorch as pl
 import torch
 
 from vexpress.callbacks._util import log_metrics, stage_progress_of
+from vexpress.errors import InputError
 from vexpress.training.stages import (
     StageError,
     StageSpec,
@@ -67,6 +68,11 @@ class StageScheduler(pl.Callback):
         pl_module.lr_scale = dict(self.spec.lr_scale or {})  # read by configure_optimizers, which runs after setup
         pl_module.stage_lr_schedule = (None if self.spec.lr_schedule is None
                                        else {**self.spec.lr_schedule, "total_steps": int(self.spec.max_steps)})
+        if self.spec.caption_distill is not None:
+            if self.spec.caption_distill > 0 and getattr(pl_module, "caption_teacher", None) is None:
+                raise InputError(f"stage {self.spec.name!r} sets caption_distill but the model has no caption "
+                                 "teacher; set model.caption_teacher (vexpress.models.caption.CaptionEncoder)")
+            pl_module.caption_distill_weight = float(self.spec.caption_distill)
         bias = self.spec.timestep_bias
         pl_module.timestep_weights = None
         if bias is not None:

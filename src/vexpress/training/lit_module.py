@@ -18,6 +18,8 @@ resumed run draws the same numbers as an uninterrupted one; the counter is store
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -25,6 +27,7 @@ import lightning.pytorch as pl
 import torch
 
 from vexpress.errors import InputError, ShapeError
+from vexpress.training.caption_distill import CaptionDistillation
 from vexpress.training.losses import diffusion_loss
 from vexpress.training.noise import DiffusionTargets
 from vexpress.training.optim import cosine_with_warmup
@@ -52,6 +55,10 @@ class VExpressLitModule(pl.LightningModule):
     caption_encoder: frozen :class:`~vexpress.models.caption.CaptionEncoder`; with it, the cross-attention
         (``attn2``) hears each batch's ``caption`` instead of its audio, as SD1.5's hears text (the embedded
         foundation's pretraining; ``data.captions=true``).
+    caption_teacher: frozen :class:`~vexpress.models.caption.CaptionEncoder` for caption distillation
+        (:mod:`vexpress.training.caption_distill`): the audio attention is also taught to make of the audio what it
+        makes of the frame's caption (``data.captions=true``); the audio still drives the network.
+    caption_distill_weight: weight of that term in the loss (0: off; a stage's ``caption_distill`` sets it).
     """
 
     def __init__(
@@ -69,10 +76,13 @@ class VExpressLitModule(pl.LightningModule):
         seed: int = 0,
         compile_denoiser: bool = False,
         caption_encoder: torch.nn.Module | None = None,
+        caption_teacher: torch.nn.Module | None = None,
+        caption_distill_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(
-            ignore=["net", "noise_scheduler", "optimizer", "lr_scheduler", "vae", "audio_encoder", "caption_encoder"],
+            ignore=["net", "noise_scheduler", "optimizer", "lr_scheduler", "vae", "audio_encoder", "caption_encoder",
+                    "caption_teacher"],
             logger=False
         )
         self.net = net
@@ -108,6 +118,19 @@ class VExpressLitModule(pl.LightningModule):
                 raise InputError(f"the caption encoder makes {caption_encoder.dim}-d tokens but the denoiser's "
                                  f"cross-attention takes {width}-d; set its dim to {width}")
             caption_encoder.requires_grad_(False).eval()
+        self.caption_teacher = caption_teacher
+        self.caption_distill_weight = float(caption_distill_weight)
+        if caption_teacher is not None:
+            if caption_encoder is not None:
+                raise InputError("model.caption_teacher distils captions into the audio path, model.caption_encoder "
+                                 "replaces the audio by captions: set only one of them")
+            width = int(net.config.unet["cross_attention_dim"])
+            if int(caption_teacher.dim) != width:
+                raise InputError(f"the caption teacher makes {caption_teacher.dim}-d tokens but the denoiser's "
+                                 f"cross-attention takes {width}-d; set its dim to {width}")
+            caption_teacher.requires_grad_(False).eval()
+        if self.caption_distill_weight < 0 or self.caption_distill_weight != self.caption_distill_weight:
+            raise InputError(f"model.caption_distill_weight must be >= 0, got {caption_distill_weight}")
         self._check_scaling()
 
     # --- helpers ----------------------------------------------------------------------------------------------
@@ -241,11 +264,31 @@ class VExpressLitModule(pl.LightningModule):
         target = self.targets.target(latents, noise, t)
         if drop is None:
             drop = DropMask.none(b, latents.device)
-        pred = self.net(noisy, t, ref_latents=x["ref_latents"], audio_windows=x["audio_windows"],
-                        audio_tokens=x["audio_tokens"], kps_images=x["kps_images"], drop=drop.to(latents.device))
-        return diffusion_loss(pred, target, self.targets.snr(t), snr_gamma=self.snr_gamma,
-                              v_prediction=self.targets.v_prediction, lip_masks=x["lip_masks"],
-                              lip_loss_weight=self.lip_loss_weight)
+        distill = self._caption_distillation(batch, latents)
+        with distill if distill is not None else contextlib.nullcontext():
+            pred = self.net(noisy, t, ref_latents=x["ref_latents"], audio_windows=x["audio_windows"],
+                            audio_tokens=x["audio_tokens"], kps_images=x["kps_images"], drop=drop.to(latents.device))
+        out = diffusion_loss(pred, target, self.targets.snr(t), snr_gamma=self.snr_gamma,
+                             v_prediction=self.targets.v_prediction, lip_masks=x["lip_masks"],
+                             lip_loss_weight=self.lip_loss_weight)
+        if distill is not None:
+            term = distill.loss()
+            out = dataclasses.replace(out, loss=out.loss + self.caption_distill_weight * term,
+                                      caption_distill=term.detach())
+        return out
+
+    def _caption_distillation(self, batch: Mapping[str, Any], latents: torch.Tensor):
+        """The caption-distillation hooks for this step, or None when the term is off."""
+        if self.caption_teacher is None or self.caption_distill_weight <= 0:
+            return None
+        if "caption" not in batch:
+            raise InputError("caption distillation needs each frame's caption in the batch; set data.captions=true "
+                             "(synthetic data) or caption_distill=0")
+        caption = batch["caption"].to(latents.device)
+        if caption.shape[:2] != (latents.shape[0], latents.shape[2]):
+            raise ShapeError(f"captions {tuple(caption.shape)} must be (B, F, attributes) to match the latents "
+                             f"{tuple(latents.shape)}")
+        return CaptionDistillation(self.net, self.caption_teacher.to(latents.device)(caption))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.diffusion_step(batch, self.train_generator(), batch.get("drop"))
@@ -254,6 +297,8 @@ class VExpressLitModule(pl.LightningModule):
         self.log("train/mse", out.mse, batch_size=bs)
         if out.lip_mse is not None:
             self.log("train/loss_lip", out.lip_mse, batch_size=bs)
+        if out.caption_distill is not None:
+            self.log("train/caption_distill", out.caption_distill, batch_size=bs)
         self.log("train/snr_weight", out.snr_weights.mean(), batch_size=bs)
         return out.loss
 

@@ -35,6 +35,7 @@ class LossOutput:
     mse: torch.Tensor  # scalar, unweighted MSE (for logging)
     lip_mse: torch.Tensor | None  # scalar, unweighted MSE inside the lip mask (for logging)
     snr_weights: torch.Tensor  # (B,)
+    caption_distill: torch.Tensor | None = None  # scalar, the caption-distillation term before its weight (logging)
 
 
 def diffusion_loss(

@@ -88,6 +88,9 @@ class StageSpec:
             ``zero_init`` applied: ``{from: FOLDER, params: [glob, ...]}`` (beyond the paper; e.g. the embedded
             foundation's caption-trained ``attn2.to_out``, which the stage's ``zero_init`` would otherwise start at
             zero). The stage configs leave it out, so existing stage keys are unchanged.
+        caption_distill: weight of the caption-distillation term in this stage's loss
+            (:mod:`vexpress.training.caption_distill`; needs ``model.caption_teacher`` and ``data.captions=true``);
+            ``None`` keeps the model's ``caption_distill_weight`` (beyond the paper; left out of the stage configs).
     """
 
     name: str
@@ -107,6 +110,7 @@ class StageSpec:
     lr_scale: dict[str, float] | None = None
     lr_schedule: dict[str, Any] | None = None
     restore: dict[str, Any] | None = None
+    caption_distill: float | None = None
 
     def __post_init__(self) -> None:
         self.trainable = list(self.trainable)
@@ -146,6 +150,15 @@ class StageSpec:
             self.lr_scale = None
         self.lr_schedule = _lr_schedule(self.lr_schedule, self.name)
         self.restore = _restore(self.restore, self.name)
+        if self.caption_distill is not None:
+            try:
+                weight = float(self.caption_distill)
+            except (TypeError, ValueError):
+                weight = float("nan")
+            if not 0.0 <= weight < float("inf"):
+                raise InputError(f"stage {self.name!r}: caption_distill must be a number >= 0, got "
+                                 f"{self.caption_distill!r}")
+            self.caption_distill = weight
         if self.init_from in ("", "null", "None"):
             self.init_from = None
 
