@@ -229,14 +229,8 @@ class VExpressLitModule(pl.LightningModule):
             raise ShapeError(f"target latents must be (B, 4, F, h, w), got {tuple(latents.shape)}")
         audio_tokens = None
         if self.caption_encoder is not None:
-            if "caption" not in batch:
-                raise InputError("the model has a caption encoder but the batch has no captions; set "
-                                 "data.captions=true (synthetic data) or model.caption_encoder=null")
-            caption = batch["caption"].to(latents.device)
-            if caption.shape[:2] != (latents.shape[0], latents.shape[2]):
-                raise ShapeError(f"captions {tuple(caption.shape)} must be (B, F, attributes) to match the latents "
-                                 f"{tuple(latents.shape)}")
-            audio_tokens = self.caption_encoder.to(latents.device)(caption)
+            audio_tokens = self._caption_tokens(self.caption_encoder, batch, latents, "the model has a caption encoder "
+                                                "but the batch has no captions", "model.caption_encoder=null")
         return {
             "latents": latents,
             "ref_latents": ref,
@@ -281,14 +275,21 @@ class VExpressLitModule(pl.LightningModule):
         """The caption-distillation hooks for this step, or None when the term is off."""
         if self.caption_teacher is None or self.caption_distill_weight <= 0:
             return None
+        tokens = self._caption_tokens(self.caption_teacher, batch, latents, "caption distillation needs each frame's "
+                                      "caption in the batch", "caption_distill=0")
+        return CaptionDistillation(self.net, tokens)
+
+    @staticmethod
+    def _caption_tokens(encoder: torch.nn.Module, batch: Mapping[str, Any], latents: torch.Tensor, missing: str,
+                        instead: str) -> torch.Tensor:
+        """The batch's ``caption`` (B, F, attributes) through ``encoder``; one-line errors when absent or misshapen."""
         if "caption" not in batch:
-            raise InputError("caption distillation needs each frame's caption in the batch; set data.captions=true "
-                             "(synthetic data) or caption_distill=0")
+            raise InputError(f"{missing}; set data.captions=true (synthetic data) or {instead}")
         caption = batch["caption"].to(latents.device)
         if caption.shape[:2] != (latents.shape[0], latents.shape[2]):
             raise ShapeError(f"captions {tuple(caption.shape)} must be (B, F, attributes) to match the latents "
                              f"{tuple(latents.shape)}")
-        return CaptionDistillation(self.net, self.caption_teacher.to(latents.device)(caption))
+        return encoder.to(latents.device)(caption)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.diffusion_step(batch, self.train_generator(), batch.get("drop"))
