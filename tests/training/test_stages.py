@@ -278,6 +278,22 @@ def test_restore_takes_named_parameters_from_another_folder(tmp_path):
             assert torch.equal(p, want[n]), n
     assert "tensors from" in report.summary()
     check_trainable(net, spec)
+    # what init_from does not hold keeps the network's own values, not the restore folder's
+    from vexpress.training.export import load_weights
+
+    def without_projection(target, folder):
+        kept = {n: p.detach().clone() for n, p in target.named_parameters() if n.startswith("audio_projection")}
+        load_weights(target, folder)
+        if folder == spec.init_from:  # a starting point that lacks the audio projection, as a foundation does
+            with torch.no_grad():
+                for n, p in target.named_parameters():
+                    if n in kept:
+                        p.copy_(kept[n])
+
+    fresh = tiny_network()
+    own = {n: p.detach().clone() for n, p in fresh.named_parameters() if n.startswith("audio_projection")}
+    apply_stage(fresh, spec, load=without_projection)
+    assert own and all(torch.equal(p, own[n]) for n, p in fresh.named_parameters() if n in own)
     for bad in ({"from": str(tmp_path / "source")}, {"params": ["x"]}, {"from": "x", "params": ["y"], "to": 1}, 3):
         with pytest.raises(InputError, match="restore"):
             stage_from_conf("audio_motion", restore=bad)

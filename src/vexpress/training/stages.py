@@ -301,11 +301,17 @@ def apply_stage(
         if not spec.init_from:
             raise InputError(f"stage {spec.name!r}: restore takes parameters from {spec.restore['from']} over "
                              "init_from's weights; set stage.init_from (a chained stage gets the previous export)")
-        # the folder is loaded first and only the named tensors kept: init_from then sets everything else
-        load(net, spec.restore["from"])
+        # the folder is loaded first and only the named tensors kept; the rest goes back to what it was, so what
+        # init_from does not hold (a foundation lacks the audio projection) keeps the network's own values
         params = dict(net.named_parameters())
         names = resolve_patterns(params, spec.restore["params"], f"stage {spec.name!r} restore")
+        before = {n: p.detach().clone() for n, p in params.items()}
+        load(net, spec.restore["from"])
         restored = {n: params[n].detach().clone() for n in names}
+        with torch.no_grad():
+            for n, value in before.items():
+                params[n].copy_(value)
+        del before
     loaded = None
     if spec.init_from:
         load(net, spec.init_from)
