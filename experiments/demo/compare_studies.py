@@ -5,6 +5,11 @@ For every run and metric, the mean per-clip difference with a 95 % crossed boots
 its ablations. This is how a change of the demo's settings is judged on the report clips once it was chosen on the
 exploration clips. Two exploration candidates (``explore.py``, the same layout) pair the same way.
 
+A study that kept only its summary (``study.json``, no ``seed_<s>/report.json``) pairs by seed only: each run's
+per-seed means, new minus old, with a bootstrap over the seeds (the same resampling with one cell per seed), for
+the four metrics and the shuffled / correct ratio. Five seeds make that interval crude; it says less than a pairing
+by clip.
+
     .venv/bin/python experiments/demo/compare_studies.py <old study dir> <new study dir>
     .venv/bin/python experiments/demo/compare_studies.py demo_output/explore/<base> demo_output/explore/<candidate>
 """
@@ -26,6 +31,44 @@ def seeds_of(study: Path) -> dict[int, dict]:
             for p in sorted(study.glob("seed_*/report.json"))}
 
 
+def per_seed_of(study: Path) -> tuple[list[int], dict[str, dict[str, list[float]]]]:
+    """``(seeds, {run: {metric: per-seed means}})`` from a study's ``study.json`` (metrics: FIELDS and ``ratio``)."""
+    from vexpress.errors import InputError
+
+    path = study / "study.json"
+    if not path.is_file():
+        raise InputError(f"{study} has neither seed_<s>/report.json nor study.json; give a study's output folder")
+    summary = json.loads(path.read_text())
+    runs = {}
+    for run, entry in summary["runs"].items():
+        runs[run] = {f: entry["metrics"][f]["per_seed"] for f in FIELDS}
+        runs[run]["ratio"] = entry["ratio"]["per_seed"]
+    return [int(s) for s in summary["seeds"]], runs
+
+
+def compare_by_seed(old: Path, new: Path) -> None:
+    """Print new minus old per run and metric, paired by seed only (see the module's docstring)."""
+    from vexpress.errors import InputError
+    from vexpress.evaluation.study import bootstrap_interval
+
+    (old_seeds, a), (new_seeds, b) = per_seed_of(old), per_seed_of(new)
+    seeds = sorted(set(old_seeds) & set(new_seeds))
+    if not seeds:
+        raise InputError(f"{old} and {new} share no seed; run both studies with the same seeds")
+    print(f"seeds {seeds}; new minus old, paired by seed only (per-seed means from study.json); 95 % bootstrap "
+          f"over seeds")
+    for run in [r for r in a if r in b]:
+        for field in (*FIELDS, "ratio"):
+            before = np.array([a[run][field][old_seeds.index(s)] for s in seeds])
+            after = np.array([b[run][field][new_seeds.index(s)] for s in seeds])
+            d = (after - before)[:, None]
+            mean, lo, hi = bootstrap_interval(d)
+            lower = int((d[:, 0] < 0).sum())
+            print(f"{run:24s} {field:20s} old {before.mean():.4f} new {after.mean():.4f} diff {mean:+.4f} "
+                  f"[{lo:+.4f}, {hi:+.4f}] ({100 * mean / before.mean():+.1f} %), lower in {lower} of "
+                  f"{len(seeds)} seeds: " + " ".join(f"{s}: {x:+.4f}" for s, x in zip(seeds, d[:, 0])))
+
+
 def main(argv: list[str] | None = None) -> int:
     from vexpress.errors import InputError
     from vexpress.evaluation.study import bootstrap_interval, crossed_bootstrap_weights
@@ -39,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                     "error divided by the square root of the number of seeds): where an interval's width comes from")
     args = ap.parse_args(argv)
     old, new = seeds_of(args.old), seeds_of(args.new)
+    if not old or not new:
+        compare_by_seed(args.old, args.new)
+        return 0
     seeds = sorted(set(old) & set(new))
     if not seeds:
         raise InputError(f"{args.old} and {args.new} share no seed_<s>/report.json; run both studies first")
