@@ -65,7 +65,7 @@ def compare_by_seed(old: Path, new: Path) -> None:
             mean, lo, hi = bootstrap_interval(d)
             lower = int((d[:, 0] < 0).sum())
             print(f"{run:24s} {field:20s} old {before.mean():.4f} new {after.mean():.4f} diff {mean:+.4f} "
-                  f"[{lo:+.4f}, {hi:+.4f}] ({100 * mean / before.mean():+.1f} %), lower in {lower} of "
+                  f"[{lo:+.4f}, {hi:+.4f}] ({100 * mean / before.mean():+.1f} %), negative in {lower} of "
                   f"{len(seeds)} seeds: " + " ".join(f"{s}: {x:+.4f}" for s, x in zip(seeds, d[:, 0])))
 
 

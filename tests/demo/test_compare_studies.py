@@ -74,7 +74,7 @@ def test_a_study_with_only_its_summary_pairs_by_seed(tmp_path):
         assert "paired by seed only" in text
         mean, lo, hi = _row(text, "mouth_err_correct")
         assert abs(mean + 0.005) < 1e-9 and lo <= mean <= hi
-        assert "lower in 3 of 3 seeds" in text.splitlines()[1]
+        assert "negative in 3 of 3 seeds" in text.splitlines()[1]
         assert _row(text, "pose_err")[0] == 0.0
         ratio_mean = _row(text, "ratio")[0]
         assert ratio_mean > 0            # a lower correct-audio error raises shuffled / correct
