@@ -19,6 +19,7 @@ step. The two are timed in alternation, so a machine whose speed drifts affects 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -66,15 +67,9 @@ def main() -> None:
 
         def step() -> float:
             with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                hooks = CaptionDistillation(net, captions) if distill else None
-                if hooks is not None:
-                    hooks.__enter__()
-                try:
+                with CaptionDistillation(net, captions) if distill else contextlib.nullcontext() as hooks:
                     bank = net.encode_reference(ref)
                     out = net.denoising_unet(lat, t, audio_tokens=tokens, kps_features=kps, reference=bank)
-                finally:
-                    if hooks is not None:
-                        hooks.__exit__(None, None, None)
                 loss = out.float().pow(2).mean() + (distill * hooks.loss() if hooks is not None else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
