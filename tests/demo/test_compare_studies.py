@@ -65,11 +65,10 @@ def test_paired_by_seed_and_clip(tmp_path):
 
 def test_a_study_with_only_its_summary_pairs_by_seed(tmp_path):
     _write_summary(tmp_path / "old", 0.0)
-    _write_reports(tmp_path / "new", -0.005)
     _write_summary(tmp_path / "new_summary", -0.005)
+    _write_reports(tmp_path / "new", -0.005)   # a study's folder holds both; the by-seed mode reads the summary
+    (tmp_path / "new" / "study.json").write_text((tmp_path / "new_summary" / "study.json").read_text())
     for new in (tmp_path / "new", tmp_path / "new_summary"):
-        if not (new / "study.json").exists():   # a study's folder holds both; the by-seed mode reads the summary
-            (new / "study.json").write_text((tmp_path / "new_summary" / "study.json").read_text())
         text = _run(tmp_path / "old", new)
         assert "paired by seed only" in text
         mean, lo, hi = _row(text, "mouth_err_correct")
